@@ -1,0 +1,170 @@
+"""Log-mel front end of BEST-RQ-2.
+
+The paper preset is 16 kHz audio, a centred STFT with a 2048-sample Hann window and
+a 625-sample hop (39.0625 ms), 128 HTK mel bands over 0-8000 Hz without area
+normalisation, power 2 and ``10 * log10(max(x, 1e-10))``. The front end always runs
+in fp32, also under autocast.
+
+Each signal of a padded batch is reflect-padded at *its own* end before the STFT, so
+the frames of a clip are the same whether it is alone or padded into a batch.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+
+
+class LogMel(torch.nn.Module):
+    """Log-mel spectrogram, fp32, with per-sample edge padding.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Sampling rate of the input waveforms.
+    n_fft : int
+        FFT size.
+    win_length : int
+        Hann window length in samples.
+    hop_length : int
+        Hop between frames in samples.
+    n_mels : int
+        Number of mel bands.
+    f_min : float
+        Lowest mel band edge (Hz).
+    f_max : float
+        Highest mel band edge (Hz).
+    floor : float
+        Power floor before the logarithm (1e-10 gives -100 dB).
+    norm_mean : float, optional
+        A fixed mean subtracted from the log-mel (off by default, as in the paper).
+    norm_std : float, optional
+        A fixed standard deviation the log-mel is divided by (off by default).
+
+    Example
+    -------
+    >>> frontend = LogMel()
+    >>> feats = frontend(torch.zeros(2, 16000 * 10))
+    >>> feats.shape
+    torch.Size([2, 128, 257])
+    >>> frontend.num_frames(torch.tensor([160000, 80000]))
+    tensor([257, 129])
+    >>> frontend.hop_ms
+    39.0625
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 2048,
+        win_length: int = 2048,
+        hop_length: int = 625,
+        n_mels: int = 128,
+        f_min: float = 0.0,
+        f_max: float = 8000.0,
+        floor: float = 1e-10,
+        norm_mean: float | None = None,
+        norm_std: float | None = None,
+    ):
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.floor = floor
+        self.norm_mean = norm_mean
+        self.norm_std = norm_std
+        self.melspec = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            f_min=f_min,
+            f_max=f_max,
+            n_mels=n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="reflect",
+            norm=None,
+            mel_scale="htk",
+        )
+
+    @property
+    def hop_ms(self) -> float:
+        """Frame hop in milliseconds."""
+        return 1000.0 * self.hop_length / self.sample_rate
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest signal the centred reflect padding accepts."""
+        return self.n_fft // 2 + 1
+
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Number of frames of signals of the given lengths (in samples)."""
+        return torch.div(num_samples, self.hop_length, rounding_mode="floor") + 1
+
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Computes the log-mel spectrogram.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveforms (batch, samples).
+        lengths : torch.Tensor, optional
+            Absolute lengths in samples (batch,). When given, every signal is
+            reflect-padded at its own end so its frames do not see the batch padding.
+
+        Returns
+        -------
+        torch.Tensor
+            Log-mel features (batch, n_mels, frames), fp32.
+        """
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            wav = wav.float()
+            if lengths is not None:
+                wav = reflect_tails(wav, lengths, self.n_fft // 2)
+            power = self.melspec(wav)
+            feats = 10.0 * torch.log10(power.clamp(min=self.floor))
+            if self.norm_mean is not None:
+                feats = feats - self.norm_mean
+            if self.norm_std is not None:
+                feats = feats / self.norm_std
+        return feats
+
+
+def reflect_tails(wav: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """Replaces the ``width`` samples after each signal's end by its reflection.
+
+    This reproduces, inside a padded batch, the reflect padding a centred STFT
+    applies at the end of a signal that stands alone.
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        Waveforms (batch, samples).
+    lengths : torch.Tensor
+        Absolute lengths in samples (batch,).
+    width : int
+        How many samples after each end to fill.
+
+    Returns
+    -------
+    torch.Tensor
+        Waveforms of the same shape.
+
+    Example
+    -------
+    >>> wav = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0, 0.0]])
+    >>> reflect_tails(wav, torch.tensor([3]), 2)
+    tensor([[1., 2., 3., 2., 1., 0.]])
+    """
+    idx = torch.arange(wav.shape[1], device=wav.device).unsqueeze(0)
+    end = lengths.to(wav.device).long().unsqueeze(1)
+    tail = (idx >= end) & (idx < end + width)
+    source = torch.where(tail, (2 * (end - 1) - idx).clamp(min=0), idx)
+    return torch.where(tail, wav.gather(1, source), wav)

@@ -1,0 +1,455 @@
+"""Audio manifests in the SpeechBrain CSV convention.
+
+A manifest has an ``ID,duration,wav`` header (more columns are allowed) and
+``wav`` entries may start with ``$data_root/``, filled in when loading. This
+module scans a folder of audio into such manifests, skipping (and listing in
+``skipped.csv``) the files that cannot be used, and validates manifests with
+one-line errors that name the file, row, ID and column.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import sys
+from collections.abc import Iterable, Sequence
+
+from tqdm import tqdm
+
+from bestrq2_lobes.audio import AudioError, check_audio
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "ManifestError",
+    "scan_audio_folder",
+    "write_csv",
+    "read_manifest",
+    "split_rows",
+    "prepare_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+DATA_ROOT = "$data_root"
+SKIPPED_FIELDS = ("file", "reason")
+
+
+class ManifestError(ValueError):
+    """A manifest or data folder is unusable; the message is one line.
+
+    Example
+    -------
+    >>> str(ManifestError("train.csv: row 3 (ID 'a'), column 'wav': empty"))
+    "train.csv: row 3 (ID 'a'), column 'wav': empty"
+    """
+
+
+def _list_audio(folder: str, extensions: Sequence[str]) -> list[str]:
+    """Returns the audio files under ``folder`` as sorted relative posix paths."""
+    exts = tuple(e.lower() for e in extensions)
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        rel_root = os.path.relpath(root, folder)
+        for name in files:
+            if name.lower().endswith(exts) and not name.startswith("."):
+                rel = name if rel_root == "." else os.path.join(rel_root, name)
+                found.append(rel.replace(os.sep, "/"))
+    return sorted(found)
+
+
+def scan_audio_folder(
+    folder: str | os.PathLike,
+    min_seconds: float,
+    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    progress: bool = True,
+    skipped_csv: str | os.PathLike | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Recursively checks the audio files of a folder.
+
+    Arguments
+    ---------
+    folder : str | os.PathLike
+        Folder to scan (it becomes ``$data_root``).
+    min_seconds : float
+        Files shorter than this are skipped.
+    extensions : Sequence[str]
+        File name endings counted as audio (case-insensitive).
+    progress : bool
+        Show a progress bar (only on a terminal).
+    skipped_csv : str | os.PathLike | None
+        If given, the skipped files are written there (also before raising).
+
+    Returns
+    -------
+    rows : list[dict]
+        One ``{"ID", "duration", "wav"}`` row per usable file, sorted by path.
+        ``ID`` is the relative path without extension, ``/`` becoming ``__``.
+    skipped : list[dict]
+        One ``{"file", "reason"}`` row per unusable file.
+
+    Raises
+    ------
+    ManifestError
+        The folder does not exist, holds no audio, or no usable audio.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> root = getfixture("tmpdir")
+    >>> sf.write(str(root.mkdir("a") / "x.flac"), np.zeros(16000), 16000)
+    >>> sf.write(str(root / "short.wav"), np.zeros(100), 16000)
+    >>> rows, skipped = scan_audio_folder(root, min_seconds=0.5, progress=False)
+    >>> rows
+    [{'ID': 'a__x', 'duration': 1.0, 'wav': '$data_root/a/x.flac'}]
+    >>> skipped[0]["reason"]
+    'shorter than 0.5 s (0.006 s)'
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ManifestError(f"audio folder not found: {folder!r}")
+    files = _list_audio(folder, extensions)
+    if not files:
+        raise ManifestError(
+            f"no audio files ({', '.join(extensions)}) found under {folder!r}"
+        )
+    rows, skipped, seen = [], [], set()
+    show = progress and sys.stderr.isatty()
+    for rel in tqdm(files, desc="Checking audio", unit="file", disable=not show):
+        path = os.path.join(folder, rel)
+        try:
+            info = check_audio(path, min_seconds=min_seconds)
+        except AudioError as err:
+            skipped.append({"file": path, "reason": str(err)})
+            continue
+        stem, ext = os.path.splitext(rel)
+        uid = stem.replace("/", "__")
+        if uid in seen:  # e.g. x.wav next to x.flac
+            uid = f"{uid}_{ext.lstrip('.').lower()}"
+        seen.add(uid)
+        duration = round(info.duration, 3)
+        rows.append({"ID": uid, "duration": duration, "wav": f"{DATA_ROOT}/{rel}"})
+    if skipped_csv is not None:
+        write_csv(skipped, skipped_csv, SKIPPED_FIELDS)
+    if not rows:
+        where = os.fspath(skipped_csv) if skipped_csv is not None else "skipped.csv"
+        raise ManifestError(
+            f"no usable audio in {folder!r}: all {len(files)} audio files were "
+            f"skipped (see {where}; first: {skipped[0]['reason']})"
+        )
+    return rows, skipped
+
+
+def write_csv(
+    rows: Iterable[dict], path: str | os.PathLike, fieldnames: Sequence[str]
+) -> None:
+    """Writes rows to a CSV file atomically (temporary file, then rename).
+
+    Arguments
+    ---------
+    rows : Iterable[dict]
+        Rows; every key must be in ``fieldnames``.
+    path : str | os.PathLike
+        Output CSV file; parent folders are created.
+    fieldnames : Sequence[str]
+        Column order of the header.
+
+    Example
+    -------
+    >>> path = str(getfixture("tmpdir") / "m.csv")
+    >>> write_csv([{"ID": "a", "duration": 1.5, "wav": "a.wav"}], path,
+    ...           ["ID", "duration", "wav"])
+    >>> print(open(path).read().strip())
+    ID,duration,wav
+    a,1.5,a.wav
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    data_root: str | None = None,
+    required: Sequence[str] = ("ID", "duration", "wav"),
+    check_files: bool = True,
+) -> list[dict]:
+    """Reads and validates a manifest, substituting ``$data_root``.
+
+    Arguments
+    ---------
+    path : str | os.PathLike
+        CSV manifest.
+    data_root : str | None
+        Replacement for ``$data_root`` in every column.
+    required : Sequence[str]
+        Columns that must be present and non-empty.
+    check_files : bool
+        Check that every ``wav`` file exists.
+
+    Returns
+    -------
+    list[dict]
+        The rows, ``duration`` converted to float.
+
+    Raises
+    ------
+    ManifestError
+        Missing file or column, duplicate or empty ID, bad duration (not a
+        number, negative, not finite), empty field, ``$data_root`` without a
+        ``data_root``, or a missing audio file; the message names the CSV file,
+        the 1-based data row, the ID and the column.
+
+    Example
+    -------
+    >>> path = str(getfixture("tmpdir") / "m.csv")
+    >>> write_csv([{"ID": "a", "duration": "x", "wav": "$data_root/a.wav"}], path,
+    ...           ["ID", "duration", "wav"])
+    >>> read_manifest(path, data_root="/data", check_files=False)
+    Traceback (most recent call last):
+    ...
+    bestrq2_lobes.manifest.ManifestError: ...m.csv: row 1 (ID 'a'), column 'duration': not a number: 'x'
+    """  # noqa: E501
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ManifestError(f"manifest not found: {path!r}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        header = reader.fieldnames or []
+        for col in required:
+            if col not in header:
+                found = ",".join(header) or "nothing"
+                raise ManifestError(
+                    f"{path}: header row: missing required column {col!r} "
+                    f"(found: {found})"
+                )
+        rows, first_row = [], {}
+        for num, row in enumerate(reader, start=1):
+            raw_wav = row.get("wav") or ""
+            row = _check_row(path, num, row, header, required, data_root)
+            uid = row.get("ID")
+            if uid is not None and uid in first_row:
+                reason = f"duplicate ID (first in row {first_row[uid]})"
+                raise _row_error(path, num, row, "ID", reason)
+            first_row[uid] = num
+            if check_files and row.get("wav") and not os.path.isfile(row["wav"]):
+                hint = " (is --data_root right?)" if DATA_ROOT in raw_wav else ""
+                reason = f"audio file not found: {row['wav']}{hint}"
+                raise _row_error(path, num, row, "wav", reason)
+            rows.append(row)
+    if not rows:
+        raise ManifestError(f"{path}: no data rows")
+    return rows
+
+
+def _row_error(path: str, num: int, row: dict, col: str, reason: str) -> ManifestError:
+    """Builds the one-line error for a data row."""
+    uid = row.get("ID")
+    who = f" (ID {uid!r})" if uid else ""
+    return ManifestError(f"{path}: row {num}{who}, column {col!r}: {reason}")
+
+
+def _check_row(
+    path: str,
+    num: int,
+    row: dict,
+    header: Sequence[str],
+    required: Sequence[str],
+    data_root: str | None,
+) -> dict:
+    """Validates one data row; converts duration and substitutes $data_root."""
+    if None in row:
+        raise _row_error(path, num, row, header[-1], "more fields than the header")
+    for col in required:
+        if not row[col]:
+            raise _row_error(path, num, row, col, "empty value")
+    if row.get("duration"):
+        try:
+            duration = float(row["duration"])
+        except ValueError:
+            reason = f"not a number: {row['duration']!r}"
+            raise _row_error(path, num, row, "duration", reason) from None
+        if not math.isfinite(duration) or duration < 0:
+            reason = f"must be finite and >= 0, not {row['duration']!r}"
+            raise _row_error(path, num, row, "duration", reason)
+        row["duration"] = duration
+    for col, value in row.items():
+        if isinstance(value, str) and DATA_ROOT in value:
+            if data_root is None:
+                reason = f"uses {DATA_ROOT} but no data_root was given"
+                raise _row_error(path, num, row, col, reason)
+            row[col] = value.replace(DATA_ROOT, os.fspath(data_root).rstrip("/"))
+    return row
+
+
+def split_rows(
+    rows: Sequence[dict], valid_fraction: float, seed: int
+) -> tuple[list[dict], list[dict]]:
+    """Splits rows into train and valid by a seeded shuffle.
+
+    Both parts keep the input order. When ``valid_fraction > 0`` and there are
+    at least two rows, valid gets at least one row; train is never emptied.
+
+    Arguments
+    ---------
+    rows : Sequence[dict]
+        Rows to split.
+    valid_fraction : float
+        Fraction of rows for validation, in ``[0, 1)``.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train : list[dict]
+    valid : list[dict]
+
+    Example
+    -------
+    >>> train, valid = split_rows([{"ID": str(i)} for i in range(10)], 0.2, seed=1)
+    >>> len(train), len(valid)
+    (8, 2)
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), not {valid_fraction}")
+    n_valid = round(len(rows) * valid_fraction)
+    if valid_fraction > 0 and len(rows) >= 2:
+        n_valid = max(1, n_valid)
+    n_valid = min(n_valid, max(0, len(rows) - 1))
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    chosen = set(order[:n_valid])
+    train = [r for i, r in enumerate(rows) if i not in chosen]
+    valid = [r for i, r in enumerate(rows) if i in chosen]
+    return train, valid
+
+
+def _fingerprint(folder: str, extensions: Sequence[str]) -> list:
+    """Cheap summary (count, bytes, newest mtime) of the audio in a folder."""
+    files = _list_audio(folder, extensions)
+    stats = [os.stat(os.path.join(folder, rel)) for rel in files]
+    return [
+        len(files),
+        sum(s.st_size for s in stats),
+        max((s.st_mtime_ns for s in stats), default=0),
+    ]
+
+
+def prepare_folder(
+    data_folder: str | os.PathLike,
+    save_folder: str | os.PathLike,
+    min_seconds: float,
+    valid_fraction: float = 0.05,
+    valid_csv: str | os.PathLike | None = None,
+    seed: int = 1234,
+    progress: bool = True,
+) -> dict:
+    """Scans a folder of audio into train/valid manifests for pretraining.
+
+    Writes ``train.csv``, ``valid.csv`` (unless ``valid_csv`` is given) and
+    ``skipped.csv`` (``file,reason``; always written) into ``save_folder``, plus
+    ``prepare_opts.json``: a later call with the same options on unchanged
+    audio (same count, size and newest mtime) skips the work.
+
+    Arguments
+    ---------
+    data_folder : str | os.PathLike
+        Folder of audio, scanned recursively; used as ``$data_root``.
+    save_folder : str | os.PathLike
+        Where the CSV files are written.
+    min_seconds : float
+        Files shorter than this are skipped.
+    valid_fraction : float
+        Fraction of the files held out for validation.
+    valid_csv : str | os.PathLike | None
+        An existing validation manifest; if given, all scanned files go to
+        train and this path is returned as-is.
+    seed : int
+        Seed of the train/valid split.
+    progress : bool
+        Show a progress bar (only on a terminal).
+
+    Returns
+    -------
+    dict
+        ``train_csv``, ``valid_csv``, ``skipped_csv`` and ``data_root``.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> root = getfixture("tmpdir")
+    >>> for i in range(4):
+    ...     sf.write(str(root / f"{i}.wav"), np.zeros(16000), 16000)
+    >>> out = prepare_folder(root, root / "save", 0.5, 0.25, progress=False)
+    >>> len(read_manifest(out["valid_csv"], out["data_root"]))
+    1
+    """
+    data_folder, save_folder = os.fspath(data_folder), os.fspath(save_folder)
+    if not os.path.isdir(data_folder):
+        raise ManifestError(f"audio folder not found: {data_folder!r}")
+    if valid_csv is not None and not os.path.isfile(valid_csv):
+        raise ManifestError(f"valid_csv not found: {os.fspath(valid_csv)!r}")
+    out = {
+        "train_csv": os.path.join(save_folder, "train.csv"),
+        "valid_csv": os.path.join(save_folder, "valid.csv"),
+        "skipped_csv": os.path.join(save_folder, "skipped.csv"),
+        "data_root": data_folder,
+    }
+    if valid_csv is not None:
+        out["valid_csv"] = valid_csv
+    opts = {
+        "data_folder": os.path.abspath(data_folder),
+        "min_seconds": min_seconds,
+        "valid_fraction": valid_fraction,
+        "valid_csv": None if valid_csv is None else os.path.abspath(valid_csv),
+        "seed": seed,
+        "extensions": list(AUDIO_EXTENSIONS),
+        "audio": _fingerprint(data_folder, AUDIO_EXTENSIONS),
+    }
+    opts_file = os.path.join(save_folder, "prepare_opts.json")
+    written = [out["train_csv"], out["skipped_csv"]]
+    if valid_csv is None:
+        written.append(out["valid_csv"])
+    if all(os.path.isfile(p) for p in written + [opts_file]):
+        with open(opts_file, encoding="utf-8") as f:
+            if json.load(f) == json.loads(json.dumps(opts)):
+                logger.info("Manifests in %s are up to date, skipping.", save_folder)
+                return out
+    os.makedirs(save_folder, exist_ok=True)
+    if os.path.exists(opts_file):
+        os.remove(opts_file)
+    rows, skipped = scan_audio_folder(
+        data_folder, min_seconds, progress=progress, skipped_csv=out["skipped_csv"]
+    )
+    fields = ("ID", "duration", "wav")
+    if valid_csv is None:
+        train, valid = split_rows(rows, valid_fraction, seed)
+        write_csv(valid, out["valid_csv"], fields)
+    else:
+        train = rows
+    write_csv(train, out["train_csv"], fields)
+    with open(opts_file, "w", encoding="utf-8") as f:
+        json.dump(opts, f, indent=1)
+    hours = sum(r["duration"] for r in rows) / 3600
+    logger.info(
+        "scanned %d files: %d usable (%.2f h), %d skipped -> see %s",
+        len(rows) + len(skipped),
+        len(rows),
+        hours,
+        len(skipped),
+        out["skipped_csv"],
+    )
+    return out

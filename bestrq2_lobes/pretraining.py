@@ -1,0 +1,358 @@
+"""BEST-RQ-2 two-step model and the one-stage BEST-RQ ViT baseline.
+
+Both share the front end, the patch grid, the masking and the frozen quantizer, and
+the same interface: waveforms and SpeechBrain relative lengths in, a
+:class:`PretrainOutput` (logits at the masked cells, their targets, diagnostics)
+out. The log-mel is computed once per step: the encoder's patches and the
+quantizer's inputs are the same tensor.
+
+* :class:`BestRQ2` (contextualize-then-predict): the encoder reads only the visible
+  tokens; the predictor adds mask tokens at the masked cells and predicts codes.
+* :class:`OneStageBestRQ`: the encoder reads all tokens, masked patch embeddings
+  replaced by a learned mask token (before positions are added); linear heads on the
+  encoder outputs at the masked cells.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bestrq2_lobes.encoder import ViTEncoder, encode_visible
+from bestrq2_lobes.frontend import LogMel
+from bestrq2_lobes.masking import MaskPlan, MaskSampler, gather_tokens, prefix_mask
+from bestrq2_lobes.predictor import CodebookHeads, Predictor
+from bestrq2_lobes.quantizer import RandomProjectionQuantizer
+
+
+@dataclass
+class PretrainOutput:
+    """What a pretraining model returns for one batch.
+
+    Arguments
+    ---------
+    logits : list of torch.Tensor
+        One (batch, K, codebook_size) tensor per codebook, at the masked cells.
+    targets : torch.Tensor
+        (batch, K, num_codebooks) code ids of the masked cells.
+    target_mask : torch.Tensor, optional
+        (batch, K) bool, False on slots that only pad; None when all are real.
+    plan : MaskPlan
+        The mask that was used.
+    valid_tokens : torch.Tensor
+        (batch,) valid tokens per clip (CPU).
+    audio_seconds : float
+        Seconds of real (unpadded) audio in the batch.
+    """
+
+    logits: list
+    targets: torch.Tensor
+    target_mask: torch.Tensor | None
+    plan: MaskPlan
+    valid_tokens: torch.Tensor
+    audio_seconds: float
+
+
+class MaskedPretrainingModel(nn.Module):
+    """Shared part of both models: log-mel, patches, mask and targets.
+
+    Arguments
+    ---------
+    frontend : LogMel
+        The log-mel front end.
+    encoder : ViTEncoder
+        The context encoder (kept after pretraining).
+    quantizer : RandomProjectionQuantizer
+        The frozen target quantizer.
+    mask_sampler : MaskSampler
+        Draws the masks.
+    """
+
+    def __init__(
+        self,
+        frontend: LogMel,
+        encoder: ViTEncoder,
+        quantizer: RandomProjectionQuantizer,
+        mask_sampler: MaskSampler,
+    ):
+        super().__init__()
+        if quantizer.input_dim != encoder.grid.patch_dim:
+            raise ValueError(
+                f"quantizer input_dim {quantizer.input_dim} != patch size "
+                f"{encoder.grid.patch_dim} (patch_freq x patch_time)"
+            )
+        if frontend.n_mels != encoder.grid.n_mels:
+            raise ValueError(
+                f"front end gives {frontend.n_mels} mels, encoder expects "
+                f"{encoder.grid.n_mels}"
+            )
+        self.frontend = frontend
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.mask_sampler = mask_sampler
+
+    @property
+    def min_seconds(self) -> float:
+        """Shortest clip with two tokens (one target, one visible) to learn from.
+
+        That is one whole patch column, or two when the grid has one frequency
+        row; the signal must also be longer than half an FFT (reflect padding).
+        """
+        frontend, grid = self.frontend, self.encoder.grid
+        columns = 1 if grid.freq_rows > 1 else 2
+        need = (columns * grid.patch_time - 1) * frontend.hop_length
+        return max(need, frontend.min_samples) / frontend.sample_rate
+
+    def prepare(
+        self,
+        wav: torch.Tensor,
+        wav_lens: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ):
+        """Log-mel, patches, mask plan and targets of a batch.
+
+        Returns
+        -------
+        (patches, plan, targets, valid_tokens, audio_seconds)
+        """
+        batch, samples = wav.shape
+        if wav_lens is None:
+            lengths = torch.full((batch,), samples, dtype=torch.long)
+        else:
+            lengths = (wav_lens.detach().float().cpu() * samples).round().long()
+        feats = self.frontend(wav, lengths if wav_lens is not None else None)
+        patches = self.encoder.grid.patchify(feats)
+        num_tokens = patches.shape[1]
+        num_frames = self.frontend.num_frames(lengths)
+        valid_tokens = self.encoder.grid.valid_tokens(num_frames).clamp(max=num_tokens)
+        if int(valid_tokens.min()) < 2:
+            raise ValueError(
+                f"a clip in the batch is shorter than {self.min_seconds:.3f} s "
+                "(two patches); data preparation should have left it out"
+            )
+        plan = self.mask_sampler(
+            valid_tokens, num_tokens, device=wav.device, generator=generator
+        )
+        targets = self.quantizer(gather_tokens(patches, plan.masked_idx))
+        seconds = float(lengths.sum()) / self.frontend.sample_rate
+        return patches, plan, targets, valid_tokens, seconds
+
+
+class BestRQ2(MaskedPretrainingModel):
+    """BEST-RQ-2: contextualize the visible tokens, then predict the masked ones.
+
+    Arguments
+    ---------
+    frontend : LogMel
+        The log-mel front end.
+    encoder : ViTEncoder
+        The context encoder; sees only visible tokens.
+    predictor : Predictor
+        The lightweight predictor (discarded after pretraining).
+    quantizer : RandomProjectionQuantizer
+        The frozen target quantizer.
+    mask_sampler : MaskSampler
+        Draws the masks.
+
+    Example
+    -------
+    >>> model = BestRQ2(
+    ...     LogMel(n_mels=32),
+    ...     ViTEncoder(n_mels=32, embed_dim=32, depth=1, num_heads=4),
+    ...     Predictor(32, 32, depth=1, num_heads=4, freq_rows=2, codebook_size=64),
+    ...     RandomProjectionQuantizer(256, 16, 64),
+    ...     MaskSampler((0.5, 0.5)),
+    ... )
+    >>> out = model(torch.randn(2, 32000), torch.tensor([1.0, 0.5]))
+    >>> out.logits[0].shape, out.targets.shape
+    (torch.Size([2, 3, 64]), torch.Size([2, 3, 1]))
+    >>> out.target_mask.sum(dim=1).tolist()
+    [3, 1]
+    """
+
+    def __init__(
+        self,
+        frontend: LogMel,
+        encoder: ViTEncoder,
+        predictor: Predictor,
+        quantizer: RandomProjectionQuantizer,
+        mask_sampler: MaskSampler,
+    ):
+        super().__init__(frontend, encoder, quantizer, mask_sampler)
+        self.predictor = predictor
+
+    def forward(
+        self,
+        wav: torch.Tensor,
+        wav_lens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PretrainOutput:
+        """Masked prediction on a batch of waveforms (batch, samples)."""
+        patches, plan, targets, valid_tokens, seconds = self.prepare(
+            wav, wav_lens, generator
+        )
+        padded = bool((valid_tokens < patches.shape[1]).any())
+        visible_mask = plan.visible_valid if padded else None
+        masked_mask = plan.masked_valid if padded else None
+        context = encode_visible(self.encoder, patches, plan.visible_idx, visible_mask)
+        logits = self.predictor(context, visible_mask, plan.masked_idx, masked_mask)
+        return PretrainOutput(logits, targets, masked_mask, plan, valid_tokens, seconds)
+
+
+class OneStageHead(nn.Module):
+    """Learned mask token and linear heads of the one-stage baseline.
+
+    Arguments
+    ---------
+    dim : int
+        Encoder width.
+    codebook_size : int
+        Codes per codebook.
+    num_codebooks : int
+        Number of codebooks.
+
+    Example
+    -------
+    >>> head = OneStageHead(8, 16)
+    >>> head.mask_token.shape
+    torch.Size([1, 1, 8])
+    """
+
+    def __init__(self, dim: int, codebook_size: int, num_codebooks: int = 1):
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.heads = CodebookHeads(dim, codebook_size, num_codebooks)
+        for head in self.heads.heads:
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """One (..., codebook_size) logit tensor per codebook."""
+        return self.heads(x)
+
+
+class OneStageBestRQ(MaskedPretrainingModel):
+    """One-stage BEST-RQ with a ViT: all tokens in, mask token in place of masked.
+
+    Arguments
+    ---------
+    frontend : LogMel
+        The log-mel front end.
+    encoder : ViTEncoder
+        The encoder; sees all tokens.
+    head : OneStageHead
+        Mask token and linear heads.
+    quantizer : RandomProjectionQuantizer
+        The frozen target quantizer.
+    mask_sampler : MaskSampler
+        Draws the masks.
+
+    Example
+    -------
+    >>> model = OneStageBestRQ(
+    ...     LogMel(n_mels=32),
+    ...     ViTEncoder(n_mels=32, embed_dim=32, depth=1, num_heads=4),
+    ...     OneStageHead(32, 64),
+    ...     RandomProjectionQuantizer(256, 16, 64),
+    ...     MaskSampler((0.5, 0.5)),
+    ... )
+    >>> out = model(torch.randn(2, 32000))
+    >>> out.logits[0].shape
+    torch.Size([2, 3, 64])
+    """
+
+    def __init__(
+        self,
+        frontend: LogMel,
+        encoder: ViTEncoder,
+        head: OneStageHead,
+        quantizer: RandomProjectionQuantizer,
+        mask_sampler: MaskSampler,
+    ):
+        super().__init__(frontend, encoder, quantizer, mask_sampler)
+        self.head = head
+
+    def forward(
+        self,
+        wav: torch.Tensor,
+        wav_lens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PretrainOutput:
+        """Masked prediction on a batch of waveforms (batch, samples)."""
+        patches, plan, targets, valid_tokens, seconds = self.prepare(
+            wav, wav_lens, generator
+        )
+        batch, num_tokens, _ = patches.shape
+        tokens = self.encoder.patch_embed(patches)
+        mask_token = self.head.mask_token.to(tokens.dtype)
+        tokens = torch.where(plan.masked.unsqueeze(-1), mask_token, tokens)
+        padded = bool((valid_tokens < num_tokens).any())
+        key_mask = prefix_mask(valid_tokens, num_tokens, wav.device) if padded else None
+        token_idx = torch.arange(num_tokens, device=wav.device).expand(batch, -1)
+        encoded = self.encoder.forward_tokens(tokens, token_idx, key_mask)
+        logits = self.head(gather_tokens(encoded, plan.masked_idx))
+        masked_mask = plan.masked_valid if padded else None
+        return PretrainOutput(logits, targets, masked_mask, plan, valid_tokens, seconds)
+
+
+def masked_prediction_loss(out: PretrainOutput) -> tuple[torch.Tensor, dict]:
+    """Mean cross-entropy over the masked cells, averaged over codebooks.
+
+    Arguments
+    ---------
+    out : PretrainOutput
+        The model output.
+
+    Returns
+    -------
+    (torch.Tensor, dict)
+        The loss and detached diagnostics: ``accuracy`` (masked-token accuracy)
+        and ``perplexity`` (exp of the entropy of the target codes in the batch,
+        averaged over codebooks: how many codes are in use).
+
+    Example
+    -------
+    >>> logits = [torch.zeros(1, 2, 4)]
+    >>> targets = torch.tensor([[[1], [2]]])
+    >>> out = PretrainOutput(logits, targets, None, None, None, 0.0)
+    >>> loss, stats = masked_prediction_loss(out)
+    >>> round(float(loss), 4), round(float(stats["perplexity"]), 4)
+    (1.3863, 2.0)
+    """
+    weight = None
+    if out.target_mask is not None:
+        weight = out.target_mask.reshape(-1).float()
+    losses, correct, perplexity = [], [], []
+    for q, logits in enumerate(out.logits):
+        target = out.targets[..., q].reshape(-1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        ce = F.cross_entropy(flat.float(), target, reduction="none")
+        with torch.no_grad():
+            hit = (flat.argmax(dim=-1) == target).float()
+            counts = torch.zeros(flat.shape[-1], device=flat.device)
+            counts.scatter_add_(
+                0, target, torch.ones_like(hit) if weight is None else weight
+            )
+            probs = counts / counts.sum().clamp(min=1)
+            entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+            perplexity.append(entropy.exp())
+        if weight is None:
+            losses.append(ce.mean())
+            correct.append(hit.mean())
+        else:
+            denom = weight.sum().clamp(min=1)
+            losses.append((ce * weight).sum() / denom)
+            correct.append((hit * weight).sum() / denom)
+    loss = torch.stack(losses).mean()
+    stats = {
+        "accuracy": torch.stack(correct).mean().detach(),
+        "perplexity": torch.stack(perplexity).mean().detach(),
+    }
+    return loss, stats

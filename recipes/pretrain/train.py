@@ -1,0 +1,404 @@
+#!/usr/bin/env python3
+"""Recipe for self-supervised pretraining of BEST-RQ-2 or the one-stage baseline.
+
+The hparams file chooses the model (``hparams/bestrq2_vit.yaml``: two-step
+BEST-RQ-2; ``hparams/bestrq_vit_onestage.yaml``: one-stage BEST-RQ with a ViT;
+``hparams/bestrq2_vit_speech.yaml``: 40 ms tokens for ASR encoders). One Brain
+trains all of them: they share the interface of ``bestrq2_lobes.pretraining``.
+
+To run the built-in demo (no data needed)::
+
+    python recipes/pretrain/train.py hparams/bestrq2_vit.yaml
+
+On your own audio, or on manifests, on several GPUs::
+
+    python recipes/pretrain/train.py hparams/bestrq2_vit.yaml --data_folder DIR
+    torchrun --nproc_per_node=8 recipes/pretrain/train.py hparams/bestrq2_vit.yaml \
+        --train_csv train.csv --valid_csv valid.csv --data_root /data
+
+Stop it at any time and rerun the same command: it resumes from the last
+checkpoint (``--ckpt_interval_steps N`` or ``--ckpt_interval_minutes M`` for saves
+within an epoch).
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml import YAML
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from bestrq2_lobes.audio import random_crop, read_segment
+from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
+from bestrq2_lobes.manifest import prepare_folder, read_manifest
+from bestrq2_lobes.optim import parameter_groups
+from bestrq2_lobes.pretraining import masked_prediction_loss
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainBrain(sb.core.Brain):
+    """Masked-prediction pretraining for any model of ``bestrq2_lobes.pretraining``."""
+
+    def compute_forward(self, batch, stage):
+        """Log-mel, masks, targets and logits of a batch of waveforms."""
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        generator = None if stage == sb.Stage.TRAIN else self.eval_generator
+        return self.modules.model(wavs, wav_lens, generator=generator)
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Cross-entropy over masked cells; keeps diagnostics for the logs."""
+        loss, stats = masked_prediction_loss(predictions)
+        tracker = self.trackers[stage]
+        tracker["loss"] += loss.detach().float()
+        tracker["accuracy"] += stats["accuracy"]
+        tracker["perplexity"] += stats["perplexity"]
+        tracker["batches"] += 1
+        tracker["audio_seconds"] += predictions.audio_seconds
+        tracker["tokens"] += int(predictions.valid_tokens.sum())
+        return loss
+
+    def init_optimizers(self):
+        """AdamW over explicit parameter groups (norms/biases optionally exempt)."""
+        groups = parameter_groups(
+            self.modules,
+            self.hparams.weight_decay,
+            self.hparams.exempt_norms_and_biases,
+        )
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def on_fit_start(self):
+        """Builds the optimiser, resumes, and sets the learning rate of the step."""
+        super().on_fit_start()
+        self.hparams.lr_scheduler.set_lr(self.optimizer, self.optimizer_step)
+        self.nonfinite_in_a_row = 0
+        self.last_log_time = time.time()
+        self.fit_start_time = time.time()
+        self.first_step = self.optimizer_step
+        self.last_stats = {}
+
+    def optimizers_step(self):
+        """Clips over ALL parameters and skips non-finite updates.
+
+        SpeechBrain's default clips only the first parameter group.
+        """
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.trackers[sb.Stage.TRAIN]["grad_norm"] += grad_norm.detach().float()
+        self.trackers[sb.Stage.TRAIN]["steps"] += 1
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            self.nonfinite_in_a_row += 1
+            logger.warning(
+                "Non-finite gradient norm at step %d: update skipped (%d in a row)",
+                self.optimizer_step,
+                self.nonfinite_in_a_row,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.nonfinite_in_a_row >= self.hparams.nonfinite_patience:
+                raise RuntimeError(
+                    f"{self.nonfinite_in_a_row} non-finite updates in a row "
+                    f"(nonfinite_patience={self.hparams.nonfinite_patience}); "
+                    "stopping. The last checkpoint is intact."
+                )
+            return
+        self.nonfinite_in_a_row = 0
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer_step += 1
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Advances the LR schedule and logs every ``log_interval`` steps."""
+        if not should_step:
+            return
+        lr = self.hparams.lr_scheduler.set_lr(self.optimizer, self.optimizer_step)
+        if self.optimizer_step % self.hparams.log_interval == 0:
+            self.log_train_stats(lr)
+
+    def log_train_stats(self, lr):
+        """Writes averaged train statistics since the last log line."""
+        stats = self.pop_tracker(sb.Stage.TRAIN)
+        if not stats:
+            return
+        elapsed = max(time.time() - self.last_log_time, 1e-9)
+        self.last_log_time = time.time()
+        world = torch.distributed.get_world_size() if self.distributed_launch else 1
+        stats["audio_sec_per_sec"] = stats.pop("audio_seconds") * world / elapsed
+        stats["tokens_per_sec"] = stats.pop("tokens") * world / elapsed
+        stats["lr"] = lr
+        self.last_stats = dict(stats)
+        self.write_metrics("train", stats)
+        # main-process-only inside, with a broadcast: every rank must call it
+        self.hparams.train_logger.log_stats(
+            stats_meta={"step": self.optimizer_step}, train_stats=stats
+        )
+
+    def write_metrics(self, stage, stats):
+        """Appends one JSON line per log to ``metrics_log`` (and TensorBoard)."""
+        if not if_main_process():
+            return
+        record = {"stage": stage, "step": self.optimizer_step, **stats}
+        with open(self.hparams.metrics_log, "a", encoding="utf-8") as fout:
+            fout.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log_stats(
+                stats_meta={"step": self.optimizer_step},
+                **{f"{stage}_stats": stats},
+            )
+
+    def pop_tracker(self, stage):
+        """Averages and resets the running statistics of a stage."""
+        tracker, self.trackers[stage] = self.trackers[stage], new_tracker()
+        batches = tracker.pop("batches")
+        steps = max(1, tracker.pop("steps"))
+        if batches == 0:
+            return {}
+        stats = {}
+        for key, value in tracker.items():
+            value = float(value)
+            if key in ("audio_seconds", "tokens"):
+                stats[key] = value
+            elif key == "grad_norm":
+                stats[key] = value / steps
+            else:
+                stats[key] = value / batches
+        return stats
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets statistics; evaluation masks are drawn from a fixed seed."""
+        if not hasattr(self, "trackers"):
+            self.trackers = {s: new_tracker() for s in sb.Stage}
+        if stage != sb.Stage.TRAIN:  # train stats run on across epochs
+            self.trackers[stage] = new_tracker()
+        self.eval_generator = torch.Generator(device=self.device).manual_seed(
+            self.hparams.seed
+        )
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the validation loss and saves a checkpoint at the end of epochs."""
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            self.log_train_stats(self.optimizer.param_groups[0]["lr"])
+            if self.has_valid:
+                return
+            stats = {"loss": stage_loss}
+        else:
+            stats = self.pop_tracker(stage)
+            for key in ("audio_seconds", "tokens", "grad_norm"):
+                stats.pop(key, None)
+            self.valid_stats = stats
+            self.write_metrics("valid", stats)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "step": self.optimizer_step},
+                train_stats={"loss": self.train_loss},
+                valid_stats=stats,
+            )
+        self.checkpointer.save_and_keep_only(
+            meta={"loss": stats["loss"], "step": self.optimizer_step},
+            num_to_keep=self.hparams.keep_checkpoints,
+        )
+
+
+def new_tracker():
+    """Running sums of the logged statistics."""
+    keys = ("loss", "accuracy", "perplexity", "grad_norm", "audio_seconds")
+    return {**dict.fromkeys(keys, 0.0), "tokens": 0, "batches": 0, "steps": 0}
+
+
+def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
+    """Datasets with a random crop (train) or the first crop (valid) of each clip."""
+    crop = hparams["crop_seconds"]
+    sample_rate = hparams["sample_rate"]
+
+    def make_pipeline(random):
+        @sb.utils.data_pipeline.takes("wav", "duration")
+        @sb.utils.data_pipeline.provides("sig")
+        def audio_pipeline(wav, duration):
+            start = random_crop(float(duration), crop) if random else 0.0
+            return read_segment(wav, start, crop, sample_rate)
+
+        return audio_pipeline
+
+    datasets = {}
+    for name, csv in (("train", train_csv), ("valid", valid_csv)):
+        if csv is None:
+            continue
+        rows = read_manifest(csv, data_root=data_root)
+        dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
+            csv, replacements={"data_root": data_root or ""}
+        )
+        dataset = dataset.filtered_sorted(key_min_value={"duration": min_seconds})
+        dropped = len(rows) - len(dataset)
+        if dropped:
+            logger.warning(
+                "%s: %d clips shorter than %.3f s (one patch) left out",
+                csv,
+                dropped,
+                min_seconds,
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"{csv}: no clip is at least {min_seconds:.3f} s long")
+        dataset.add_dynamic_item(make_pipeline(random=name == "train"))
+        dataset.set_output_keys(["id", "sig"])
+        datasets[name] = dataset
+    return datasets.get("train"), datasets.get("valid")
+
+
+def apply_demo_settings(hparams_file, run_opts, overrides):
+    """Reloads the hparams with the demo's shortened settings (user's win).
+
+    Returns the hparams and the list of (key, paper value, demo value) changed.
+    """
+    user = YAML(typ="safe").load(overrides) if overrides else {}
+    user = user or {}
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    if hparams["data_folder"] or hparams["train_csv"]:
+        return hparams, None
+    changed = []
+    demo = {}
+    for key, value in hparams["demo_settings"].items():
+        if key in user or key in run_opts.overridden_args:
+            continue
+        demo[key] = value
+        changed.append((key, hparams[key], value))
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, {**user, **demo})
+    return hparams, changed
+
+
+def announce_demo(hparams, changed):
+    """Tells the user, first thing, that this is the demo and what it shortened."""
+    lines = [
+        "=" * 78,
+        "No --data_folder or --train_csv given: running the built-in DEMO.",
+        f"Demo corpus: {DEMO_DESCRIPTION}",
+        f"  generated (once) in {hparams['demo_folder']}",
+    ]
+    if changed:
+        lines.append(
+            "The model is the paper's; shortened for the demo (paper -> demo):"
+        )
+        lines += [f"  {key}: {paper} -> {demo}" for key, paper, demo in changed]
+    else:
+        lines.append("The demo shortens nothing: every demo setting was given.")
+    lines += [
+        "Override any of them on the command line (e.g. --batch_size 16); "
+        "give --data_folder DIR to pretrain on your own audio.",
+        "=" * 78,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def prepare_data(hparams, min_seconds):
+    """Resolves (train_csv, valid_csv, data_root), scanning a folder if needed."""
+    if hparams["train_csv"]:
+        data_root = hparams["data_root"] or os.path.dirname(
+            os.path.abspath(hparams["train_csv"])
+        )
+        return hparams["train_csv"], hparams["valid_csv"], data_root
+    data_folder = hparams["data_folder"]
+    if not data_folder:
+        data_folder = os.path.join(hparams["demo_folder"], "audio")
+        run_on_main(make_demo_corpus, kwargs={"folder": hparams["demo_folder"]})
+    if not os.path.isdir(data_folder):
+        raise SystemExit(f"error: --data_folder {data_folder}: no such directory")
+    kwargs = {
+        "data_folder": data_folder,
+        "save_folder": hparams["manifest_folder"],
+        "min_seconds": min_seconds,
+        "valid_fraction": hparams["valid_fraction"],
+        "valid_csv": hparams["valid_csv"],
+        "seed": hparams["seed"],
+        "progress": if_main_process(),
+    }
+    run_on_main(prepare_folder, kwargs=kwargs)
+    paths = prepare_folder(**{**kwargs, "progress": False})
+    return paths["train_csv"], paths["valid_csv"], paths["data_root"]
+
+
+def summary_line(brain, hparams, started):
+    """One line telling what the run did and where its outputs are."""
+    ckpt = brain.checkpointer.find_checkpoint()
+    valid = getattr(brain, "valid_stats", {})
+    train = brain.last_stats
+    parts = [
+        f"Pretraining finished: {brain.optimizer_step} optimiser steps",
+        f"train loss {train.get('loss', float('nan')):.3f}",
+        f"acc {train.get('accuracy', float('nan')):.3f}",
+    ]
+    if valid:
+        parts.append(f"valid loss {valid['loss']:.3f} acc {valid['accuracy']:.3f}")
+    parts.append(f"{(time.time() - started) / 60:.1f} min")
+    if ckpt is not None:
+        parts.append(f"encoder: {ckpt.path / 'encoder.ckpt'}")
+    return ", ".join(parts)
+
+
+def main(argv):
+    """Parses arguments, prepares data and runs the pretraining."""
+    started = time.time()
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # SpeechBrain 1.1.2 parses --optimizer_step_limit as a string (None default).
+    if isinstance(run_opts.optimizer_step_limit, str):
+        run_opts = dataclasses.replace(
+            run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
+        )
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams, demo_changes = apply_demo_settings(hparams_file, run_opts, overrides)
+    given = run_opts.overridden_args
+    if "ckpt_interval_steps" in given and "ckpt_interval_minutes" not in given:
+        hparams["ckpt_interval_minutes"] = 0  # the two are exclusive in SpeechBrain
+    if demo_changes is not None and if_main_process():
+        announce_demo(hparams, demo_changes)
+
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    min_seconds = hparams["model"].min_seconds
+    train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
+    train_set, valid_set = dataio_prepare(
+        hparams, train_csv, valid_csv, data_root, min_seconds
+    )
+
+    brain = PretrainBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.has_valid = valid_set is not None
+    brain.tensorboard = None
+    if hparams["use_tensorboard"] and if_main_process():
+        brain.tensorboard = hparams["tensorboard_logger"]()
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    if if_main_process():
+        print(summary_line(brain, hparams, started), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
