@@ -70,6 +70,18 @@ class LogMel(torch.nn.Module):
         norm_std: float | None = None,
     ):
         super().__init__()
+        self.config = dict(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            f_min=f_min,
+            f_max=f_max,
+            floor=floor,
+            norm_mean=norm_mean,
+            norm_std=norm_std,
+        )
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
@@ -126,9 +138,12 @@ class LogMel(torch.nn.Module):
         """
         with torch.autocast(device_type=wav.device.type, enabled=False):
             wav = wav.float()
+            num_frames = wav.shape[-1] // self.hop_length + 1
             if lengths is not None:
+                # room after the longest clip, so every tail is reflected in full
+                wav = torch.nn.functional.pad(wav, (0, self.n_fft // 2))
                 wav = reflect_tails(wav, lengths, self.n_fft // 2)
-            power = self.melspec(wav)
+            power = self.melspec(wav)[..., :num_frames]
             feats = 10.0 * torch.log10(power.clamp(min=self.floor))
             if self.norm_mean is not None:
                 feats = feats - self.norm_mean

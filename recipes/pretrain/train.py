@@ -39,6 +39,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
+from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.manifest import prepare_folder, read_manifest
 from bestrq2_lobes.optim import parameter_groups
 from bestrq2_lobes.pretraining import masked_prediction_loss
@@ -372,6 +373,16 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    if if_main_process():
+        write_config(
+            os.path.join(hparams["save_folder"], PRETRAIN_CONFIG),
+            make_config(
+                hparams["frontend"],
+                hparams["encoder"],
+                hparams["crop_seconds"],
+                {"model": type(hparams["model"]).__name__},
+            ),
+        )
     min_seconds = hparams["model"].min_seconds
     train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
     train_set, valid_set = dataio_prepare(

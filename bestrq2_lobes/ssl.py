@@ -1,0 +1,214 @@
+"""BEST-RQ-2 encoder as an SSL lobe for downstream SpeechBrain recipes.
+
+Use it from any HyperPyYAML file::
+
+    ssl: !new:bestrq2_lobes.BestRQ2Encoder
+        source: !ref <encoder_dir>
+        freeze: True
+        output_all_hiddens: True
+
+Features are the encoder tokens reshaped to (freq rows, time columns) and averaged
+over the frequency rows: one frame per patch column (625 ms for the paper
+configuration, 40 ms for the speech one; ``hop_ms``). Audio longer than the
+pretraining crop is cut into chunks of that length (whole patch columns), encoded
+as separate items in bounded groups, and the frames are concatenated; a clip up to
+one crop long is encoded in one piece exactly as in pretraining. Each clip's frames
+depend only on its own samples, whatever else is padded into the batch.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from bestrq2_lobes.encoder_dir import (
+    build_modules,
+    encoder_config,
+    load_encoder_dir,
+)
+
+
+class BestRQ2Encoder(nn.Module):
+    """Frozen (or fine-tuned) BEST-RQ-2 encoder giving frame features.
+
+    Arguments
+    ---------
+    source : str, optional
+        An exported encoder directory. ``None`` builds a randomly initialised
+        encoder from ``config`` (for smoke tests and the random baseline).
+    freeze : bool
+        No parameter requires grad, the module stays in eval mode even when
+        ``train()`` is called, and the forward pass builds no graph.
+    output_all_hiddens : bool
+        Return all ``depth + 1`` hidden states (layer 0: patch embeddings plus
+        positions), each pooled to frames, stacked as (L+1, batch, frames, D).
+    config : dict, optional
+        Config of the random encoder (see ``encoder_config``); ignored when
+        ``source`` is given. Defaults to the paper configuration.
+    chunk_batch : int
+        Chunks encoded at once, which bounds memory on long audio.
+
+    Example
+    -------
+    >>> from bestrq2_lobes.encoder_dir import encoder_config
+    >>> cfg = encoder_config(embed_dim=32, depth=2, num_heads=4, n_mels=32)
+    >>> ssl = BestRQ2Encoder(None, freeze=True, config=cfg)
+    >>> feats = ssl(torch.randn(2, 16000 * 3), torch.tensor([1.0, 0.5]))
+    >>> feats.shape, ssl.hop_ms, ssl.output_dim
+    (torch.Size([2, 4, 32]), 625.0, 32)
+    >>> ssl.output_lengths(torch.tensor([1.0, 0.5]), 16000 * 3)
+    tensor([1.0000, 0.5000])
+    >>> BestRQ2Encoder(None, output_all_hiddens=True, config=cfg)(
+    ...     torch.randn(1, 16000)).shape
+    torch.Size([3, 1, 1, 32])
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | None = None,
+        freeze: bool = True,
+        output_all_hiddens: bool = False,
+        config: dict | None = None,
+        chunk_batch: int = 16,
+    ):
+        super().__init__()
+        if source is not None:
+            frontend, encoder, config = load_encoder_dir(source)
+        else:
+            config = config or encoder_config("paper")
+            frontend, encoder = build_modules(config)
+        self.source = None if source is None else os.fspath(source)
+        self.frontend = frontend
+        self.encoder = encoder
+        self.config = config
+        self.freeze = freeze
+        self.output_all_hiddens = output_all_hiddens
+        self.chunk_batch = chunk_batch
+        grid = encoder.grid
+        self.samples_per_frame = frontend.hop_length * grid.patch_time
+        crop = int(config["crop_seconds"] * frontend.sample_rate)
+        self.chunk_samples = max(1, crop // self.samples_per_frame) * (
+            self.samples_per_frame
+        )
+        if freeze:
+            self.requires_grad_(False)
+            self.eval()
+
+    @property
+    def output_dim(self) -> int:
+        """Feature width."""
+        return self.encoder.embed_dim
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer blocks (hidden states are ``num_layers + 1``)."""
+        return self.encoder.depth
+
+    @property
+    def hop_ms(self) -> float:
+        """Exact frame hop of the features in milliseconds."""
+        return 1000.0 * self.samples_per_frame / self.frontend.sample_rate
+
+    @property
+    def sample_rate(self) -> int:
+        """Expected sampling rate of the input waveforms."""
+        return self.frontend.sample_rate
+
+    def train(self, mode: bool = True):
+        """A frozen lobe stays in eval mode (Brain calls ``modules.train()``)."""
+        return super().train(mode and not self.freeze)
+
+    def num_output_frames(self, num_samples: torch.Tensor) -> torch.Tensor:
+        """Frames produced for clips of the given lengths in samples."""
+        num_samples = num_samples.long()
+        full, rest = (
+            torch.div(num_samples, self.chunk_samples, rounding_mode="floor"),
+            num_samples % self.chunk_samples,
+        )
+        per_chunk = self.chunk_samples // self.samples_per_frame
+        tail = self.encoder.grid.valid_columns(self.frontend.num_frames(rest))
+        tail = torch.where(rest > 0, tail, torch.zeros_like(tail))
+        return full * per_chunk + tail
+
+    def output_lengths(
+        self, wav_lens: torch.Tensor | None, num_samples: int
+    ) -> torch.Tensor:
+        """Relative lengths of the output frames, SpeechBrain style."""
+        if wav_lens is None:
+            return torch.ones(1)
+        lengths = (wav_lens.detach().float().cpu() * num_samples).round().long()
+        frames = self.num_output_frames(lengths)
+        return frames.float() / frames.max().clamp(min=1).float()
+
+    def forward(
+        self, wav: torch.Tensor, wav_lens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encodes a batch of waveforms.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            (batch, samples) at ``sample_rate``.
+        wav_lens : torch.Tensor, optional
+            SpeechBrain relative lengths (batch,); None: no padding.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, frames, D), or (L+1, batch, frames, D) with
+            ``output_all_hiddens``. Frames after a clip's end are zero.
+        """
+        if self.freeze:
+            with torch.no_grad():
+                return self._encode(wav, wav_lens)
+        return self._encode(wav, wav_lens)
+
+    def _encode(self, wav: torch.Tensor, wav_lens: torch.Tensor | None):
+        batch, samples = wav.shape
+        if wav_lens is None:
+            lengths = torch.full((batch,), samples, dtype=torch.long)
+        else:
+            lengths = (wav_lens.detach().float().cpu() * samples).round().long()
+        chunk = self.chunk_samples
+        num_chunks = max(1, -(-samples // chunk))
+        padded = torch.nn.functional.pad(wav, (0, num_chunks * chunk - samples))
+        pieces = padded.reshape(batch * num_chunks, chunk)
+        starts = torch.arange(num_chunks) * chunk
+        piece_len = (lengths.unsqueeze(1) - starts).clamp(min=0, max=chunk).reshape(-1)
+        piece_frames = self.num_output_frames(piece_len)
+        per_chunk = chunk // self.samples_per_frame
+        layers = self.num_layers + 1 if self.output_all_hiddens else 1
+        out = wav.new_zeros(
+            layers, batch * num_chunks, per_chunk, self.output_dim, dtype=torch.float32
+        )
+        todo = torch.nonzero(piece_frames > 0).flatten()
+        for group in todo.split(self.chunk_batch):
+            out[:, group.to(out.device)] = self._encode_pieces(
+                pieces[group.to(wav.device)], piece_len[group], per_chunk
+            ).to(out.dtype)
+        out = out.reshape(layers, batch, num_chunks * per_chunk, self.output_dim)
+        frames = int(self.num_output_frames(lengths).max())
+        out = out[:, :, :frames]
+        return out if self.output_all_hiddens else out[0]
+
+    def _encode_pieces(self, pieces, lengths, per_chunk):
+        """(layers, n, per_chunk, D) pooled frames of chunks of equal padding."""
+        longest = int(lengths.max())
+        pieces = pieces[:, :longest]
+        feats = self.frontend(pieces, lengths)
+        num_frames = self.frontend.num_frames(lengths)
+        encoded, valid = self.encoder(
+            feats, num_frames, return_hiddens=self.output_all_hiddens
+        )
+        hiddens = encoded if self.output_all_hiddens else [encoded]
+        stacked = torch.stack([self.encoder.pool_frames(h) for h in hiddens])
+        mask = self.encoder.pool_frames(valid.unsqueeze(-1).float()) > 0
+        stacked = stacked * mask.unsqueeze(0).to(stacked.dtype)
+        return torch.nn.functional.pad(
+            stacked, (0, 0, 0, per_chunk - stacked.shape[2])
+        )
