@@ -263,14 +263,15 @@ def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
 def apply_demo_settings(hparams_file, run_opts, overrides):
     """Reloads the hparams with the demo's shortened settings (user's win).
 
-    Returns the hparams and the list of (key, paper value, demo value) changed.
+    Returns the hparams, the overrides in force, and the list of
+    (key, paper value, demo value) changed (None when data was given).
     """
     user = YAML(typ="safe").load(overrides) if overrides else {}
     user = user or {}
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     if hparams["data_folder"] or hparams["train_csv"]:
-        return hparams, None
+        return hparams, overrides, None
     changed = []
     demo = {}
     for key, value in hparams["demo_settings"].items():
@@ -280,7 +281,7 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
         changed.append((key, hparams[key], value))
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, {**user, **demo})
-    return hparams, changed
+    return hparams, {**user, **demo}, changed
 
 
 def announce_demo(hparams, changed):
@@ -361,7 +362,9 @@ def main(argv):
             run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
         )
     sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, demo_changes = apply_demo_settings(hparams_file, run_opts, overrides)
+    hparams, overrides, demo_changes = apply_demo_settings(
+        hparams_file, run_opts, overrides
+    )
     given = run_opts.overridden_args
     if "ckpt_interval_steps" in given and "ckpt_interval_minutes" not in given:
         hparams["ckpt_interval_minutes"] = 0  # the two are exclusive in SpeechBrain

@@ -1,0 +1,8 @@
+"""Adapters of the exported encoder to external benchmarks (X-ARES, XARES-LLM).
+
+Each adapter file defines exactly one name ending in ``Encoder``, as X-ARES finds
+the encoder class of a file by that suffix.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
