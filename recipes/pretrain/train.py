@@ -43,6 +43,7 @@ from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.manifest import prepare_folder, read_manifest
 from bestrq2_lobes.optim import parameter_groups
 from bestrq2_lobes.pretraining import masked_prediction_loss
+from bestrq2_lobes.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,17 @@ class PretrainBrain(sb.core.Brain):
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer_step += 1
 
+    def on_fit_batch_start(self, batch, should_step):
+        """Seeds this batch's draws (mask, ratio, drop-path) from the run's position.
+
+        A run resumed from a checkpoint replays exactly the draws of the
+        uninterrupted run.
+        """
+        rank = int(os.environ.get("RANK", 0))
+        torch.manual_seed(
+            stable_seed(self.hparams.seed, "batch", self.epoch, self.step, rank)
+        )
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         """Advances the LR schedule and logs every ``log_interval`` steps."""
         if not should_step:
@@ -182,6 +194,9 @@ class PretrainBrain(sb.core.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         """Resets statistics; evaluation masks are drawn from a fixed seed."""
+        self.epoch = epoch
+        if stage == sb.Stage.TRAIN:
+            self.hparams.crop_clock["epoch"] = epoch
         if not hasattr(self, "trackers"):
             self.trackers = {s: new_tracker() for s in sb.Stage}
         if stage != sb.Stage.TRAIN:  # train stats run on across epochs
@@ -226,11 +241,18 @@ def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
     crop = hparams["crop_seconds"]
     sample_rate = hparams["sample_rate"]
 
+    clock = hparams["crop_clock"]
+    seed = hparams["seed"]
+
     def make_pipeline(random):
-        @sb.utils.data_pipeline.takes("wav", "duration")
+        @sb.utils.data_pipeline.takes("id", "wav", "duration")
         @sb.utils.data_pipeline.provides("sig")
-        def audio_pipeline(wav, duration):
-            start = random_crop(float(duration), crop) if random else 0.0
+        def audio_pipeline(uid, wav, duration):
+            start = 0.0
+            if random:  # a new crop each epoch, replayable after a resume
+                key = stable_seed(seed, "crop", clock["epoch"], uid)
+                generator = torch.Generator().manual_seed(key)
+                start = random_crop(float(duration), crop, generator)
             return read_segment(wav, start, crop, sample_rate)
 
         return audio_pipeline
@@ -387,6 +409,7 @@ def main(argv):
             ),
         )
     min_seconds = hparams["model"].min_seconds
+    hparams["crop_clock"] = {"epoch": 0}  # set by the Brain at each epoch start
     train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
     train_set, valid_set = dataio_prepare(
         hparams, train_csv, valid_csv, data_root, min_seconds
@@ -400,6 +423,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.has_valid = valid_set is not None
+    brain.epoch = 0
     brain.tensorboard = None
     if hparams["use_tensorboard"] and if_main_process():
         brain.tensorboard = hparams["tensorboard_logger"]()
