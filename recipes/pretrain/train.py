@@ -35,6 +35,7 @@ import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
@@ -55,7 +56,8 @@ class PretrainBrain(sb.core.Brain):
         """Log-mel, masks, targets and logits of a batch of waveforms."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        generator = None if stage == sb.Stage.TRAIN else self.eval_generator
+        train = stage == sb.Stage.TRAIN
+        generator = self.mask_generator if train else self.eval_generator
         return self.modules.model(wavs, wav_lens, generator=generator)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -125,14 +127,19 @@ class PretrainBrain(sb.core.Brain):
         self.optimizer_step += 1
 
     def on_fit_batch_start(self, batch, should_step):
-        """Seeds this batch's draws (mask, ratio, drop-path) from the run's position.
+        """Seeds this batch's draws from the run's position (epoch, batch).
 
         A run resumed from a checkpoint replays exactly the draws of the
-        uninterrupted run.
+        uninterrupted run. In the paper's mode (one mask per batch) every DDP
+        rank draws the same mask: one mask for the global batch, as with one
+        GPU. Drop-path and per-clip masks differ between ranks.
         """
+        seed, epoch, step = self.hparams.seed, self.epoch, self.step
         rank = int(os.environ.get("RANK", 0))
-        torch.manual_seed(
-            stable_seed(self.hparams.seed, "batch", self.epoch, self.step, rank)
+        torch.manual_seed(stable_seed(seed, "batch", epoch, step, rank))
+        mask_rank = () if self.hparams.shared_mask else (rank,)
+        self.mask_generator = torch.Generator().manual_seed(
+            stable_seed(seed, "mask", epoch, step, *mask_rank)
         )
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
@@ -201,9 +208,7 @@ class PretrainBrain(sb.core.Brain):
             self.trackers = {s: new_tracker() for s in sb.Stage}
         if stage != sb.Stage.TRAIN:  # train stats run on across epochs
             self.trackers[stage] = new_tracker()
-        self.eval_generator = torch.Generator(device=self.device).manual_seed(
-            self.hparams.seed
-        )
+        self.eval_generator = torch.Generator().manual_seed(self.hparams.seed)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         """Logs the validation loss and saves a checkpoint at the end of epochs."""
@@ -427,11 +432,16 @@ def main(argv):
     brain.tensorboard = None
     if hparams["use_tensorboard"] and if_main_process():
         brain.tensorboard = hparams["tensorboard_logger"]()
+    # A seeded shuffle, the same permutation with one or many processes (under
+    # DDP, SpeechBrain deals it out round-robin): N GPUs see the batches of one.
+    sampler = ReproducibleRandomSampler(train_set, seed=hparams["seed"])
+    brain.train_sampler = sampler  # SpeechBrain calls its set_epoch
+    train_opts = {**hparams["train_dataloader_opts"], "sampler": sampler}
     brain.fit(
         brain.hparams.epoch_counter,
         train_set,
         valid_set,
-        train_loader_kwargs=hparams["train_dataloader_opts"],
+        train_loader_kwargs=train_opts,
         valid_loader_kwargs=hparams["valid_dataloader_opts"],
     )
     if if_main_process():
