@@ -53,7 +53,12 @@ PRESETS["speech"] = {
         "hop_length": 160,
         "n_mels": 80,
     },
-    "encoder": {**PRESETS["paper"]["encoder"], "n_mels": 80, "patch_freq": 80},
+    "encoder": {
+        **PRESETS["paper"]["encoder"],
+        "n_mels": 80,
+        "patch_freq": 80,
+        "patch_time": 4,
+    },
     "crop_seconds": 10.0,
 }
 
@@ -84,6 +89,9 @@ def encoder_config(preset: str = "paper", **sizes) -> dict:
     >>> cfg = encoder_config("speech", embed_dim=32, depth=1, num_heads=4, n_mels=40)
     >>> cfg["encoder"]["patch_freq"], cfg["frontend"]["n_mels"]
     (40, 40)
+    >>> from bestrq2_lobes import BestRQ2Encoder
+    >>> BestRQ2Encoder(config=cfg).hop_ms
+    40.0
     """
     if preset not in PRESETS:
         raise EncoderDirError(f"unknown preset {preset!r}: use one of {list(PRESETS)}")

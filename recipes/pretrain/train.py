@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+from difflib import get_close_matches
 
 import speechbrain as sb
 import torch
@@ -39,14 +40,19 @@ from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
+from bestrq2_lobes.checkpointing import CheckpointWriteError
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
 from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
-from bestrq2_lobes.manifest import prepare_folder, read_manifest
+from bestrq2_lobes.manifest import ManifestError, prepare_folder, read_manifest
 from bestrq2_lobes.optim import parameter_groups
 from bestrq2_lobes.pretraining import masked_prediction_loss
 from bestrq2_lobes.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Too many non-finite updates in a row."""
 
 
 class PretrainBrain(sb.core.Brain):
@@ -94,6 +100,9 @@ class PretrainBrain(sb.core.Brain):
         self.first_step = self.optimizer_step
         self.last_stats = {}
 
+    def check_loss_isfinite(self, loss):
+        """Non-finite losses are handled in ``optimizers_step`` (in a row)."""
+
     def optimizers_step(self):
         """Clips over ALL parameters and skips non-finite updates.
 
@@ -107,16 +116,17 @@ class PretrainBrain(sb.core.Brain):
         self.trackers[sb.Stage.TRAIN]["steps"] += 1
         if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
             self.nonfinite_in_a_row += 1
+            self.trackers[sb.Stage.TRAIN]["skipped_updates"] += 1
             logger.warning(
                 "Non-finite gradient norm at step %d: update skipped (%d in a row)",
                 self.optimizer_step,
                 self.nonfinite_in_a_row,
             )
             self.optimizer.zero_grad(set_to_none=True)
-            if self.nonfinite_in_a_row >= self.hparams.nonfinite_patience:
-                raise RuntimeError(
+            if self.nonfinite_in_a_row >= self.nonfinite_patience:
+                raise NonFiniteTrainingError(
                     f"{self.nonfinite_in_a_row} non-finite updates in a row "
-                    f"(nonfinite_patience={self.hparams.nonfinite_patience}); "
+                    f"(nonfinite_patience={self.nonfinite_patience}); "
                     "stopping. The last checkpoint is intact."
                 )
             return
@@ -191,7 +201,7 @@ class PretrainBrain(sb.core.Brain):
         stats = {}
         for key, value in tracker.items():
             value = float(value)
-            if key in ("audio_seconds", "tokens"):
+            if key in ("audio_seconds", "tokens", "skipped_updates"):
                 stats[key] = value
             elif key == "grad_norm":
                 stats[key] = value / steps
@@ -220,7 +230,7 @@ class PretrainBrain(sb.core.Brain):
             stats = {"loss": stage_loss}
         else:
             stats = self.pop_tracker(stage)
-            for key in ("audio_seconds", "tokens", "grad_norm"):
+            for key in ("audio_seconds", "tokens", "grad_norm", "skipped_updates"):
                 stats.pop(key, None)
             self.valid_stats = stats
             self.write_metrics("valid", stats)
@@ -238,7 +248,8 @@ class PretrainBrain(sb.core.Brain):
 def new_tracker():
     """Running sums of the logged statistics."""
     keys = ("loss", "accuracy", "perplexity", "grad_norm", "audio_seconds")
-    return {**dict.fromkeys(keys, 0.0), "tokens": 0, "batches": 0, "steps": 0}
+    counts = ("tokens", "batches", "steps", "skipped_updates")
+    return {**dict.fromkeys(keys, 0.0), **dict.fromkeys(counts, 0)}
 
 
 def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
@@ -295,8 +306,7 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
     """
     user = YAML(typ="safe").load(overrides) if overrides else {}
     user = user or {}
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+    hparams = load_hparams(hparams_file, user)
     if hparams["data_folder"] or hparams["train_csv"]:
         return hparams, overrides, None
     changed = []
@@ -306,9 +316,40 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
             continue
         demo[key] = value
         changed.append((key, hparams[key], value))
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, {**user, **demo})
+    hparams = load_hparams(hparams_file, {**user, **demo})
     return hparams, {**user, **demo}, changed
+
+
+def load_hparams(hparams_file, overrides):
+    """Loads the hparams; a misspelt override stops with a one-line error."""
+    with open(hparams_file, encoding="utf-8") as fin:
+        text = fin.read()
+    try:
+        return load_hyperpyyaml(text, overrides)
+    except KeyError:
+        known = load_hyperpyyaml_keys(text)
+        names = [k for k in overrides if k not in known]
+        if not names:
+            raise
+        hints = [
+            f"--{name}"
+            + "".join(
+                f" (did you mean --{m}?)" for m in get_close_matches(name, known, 1)
+            )
+            for name in names
+        ]
+        raise SystemExit(
+            f"error: unknown option {', '.join(hints)}: not a key of {hparams_file}"
+        ) from None
+
+
+def load_hyperpyyaml_keys(text):
+    """Top-level keys of a HyperPyYAML text, without building any object."""
+    keys = []
+    for line in text.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#") and ":" in line:
+            keys.append(line.split(":", 1)[0].strip())
+    return keys
 
 
 def announce_demo(hparams, changed):
@@ -449,4 +490,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ManifestError, CheckpointWriteError, NonFiniteTrainingError) as err:
+        sys.exit(f"error: {err}")
