@@ -1,0 +1,330 @@
+"""One training step of the paper configuration, three models side by side.
+
+Measured in one process on batches of 10 s clips: BEST-RQ-2 (two-step), the
+one-stage ViT baseline, and SpeechBrain's own BEST-RQ as its LibriSpeech recipe
+builds it (Fbank + sentence normalisation, ``ConvolutionFrontEnd``, 12-layer
+Conformer ``TransformerASR`` with d_model 576, linear head, its
+``RandomProjectionQuantizer``; 89 M parameters against our 85 M encoder).
+
+For each: median step time (forward, backward, AdamW), audio seconds and tokens
+per second, model FLOP/s (counted analytically for ours; with PyTorch's FLOP
+counter for SpeechBrain's, whose Conformer has no closed form here), MFU = model
+FLOP/s over a large matmul's FLOP/s measured in the same process and precision,
+the share of the step spent outside the networks (front end, masking, quantizer,
+gathers) and peak memory.
+
+    python benchmarks/bench_pretrain.py --device cpu --precision bf16 --json
+    python benchmarks/bench_pretrain.py --device cuda --precision bf16 --batch 64
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    autocast,
+    device_name,
+    matmul_flops_per_second,
+    median_time,
+    peak_memory_mb,
+    print_json,
+    reset_peak_memory,
+    sync,
+    transformer_flops,
+)
+
+from bestrq2_lobes.encoder import ViTEncoder  # noqa: E402
+from bestrq2_lobes.frontend import LogMel  # noqa: E402
+from bestrq2_lobes.masking import MaskSampler  # noqa: E402
+from bestrq2_lobes.predictor import Predictor  # noqa: E402
+from bestrq2_lobes.pretraining import (  # noqa: E402
+    BestRQ2,
+    OneStageBestRQ,
+    OneStageHead,
+    masked_prediction_loss,
+)
+from bestrq2_lobes.quantizer import RandomProjectionQuantizer  # noqa: E402
+
+SR = 16000
+CLIP = 10.0
+CODES = 8192
+
+
+def ours(kind: str, device):
+    """The paper configuration of the two-step model or the one-stage baseline."""
+    common = dict(
+        frontend=LogMel(),
+        encoder=ViTEncoder(),
+        quantizer=RandomProjectionQuantizer(seed=42),
+        mask_sampler=MaskSampler((0.4, 0.6)),
+    )
+    if kind == "two_step":
+        model = BestRQ2(predictor=Predictor(), **common)
+    else:
+        model = OneStageBestRQ(head=OneStageHead(768, CODES), **common)
+    return model.to(device)
+
+
+def our_flops(kind: str, batch: int) -> float:
+    """Training FLOPs (3 x forward) of one step at the mean mask ratio (0.5)."""
+    tokens, dim, patch = 128, 768, 256
+    masked = tokens // 2
+    visible = tokens - masked
+    if kind == "two_step":
+        forward = 2 * visible * patch * dim + transformer_flops(visible, dim, 12)
+        forward += 2 * visible * dim * dim + transformer_flops(tokens, dim, 4)
+    else:
+        forward = 2 * tokens * patch * dim + transformer_flops(tokens, dim, 12)
+    forward += 2 * masked * dim * CODES
+    return 3 * batch * forward
+
+
+class SpeechBrainBestRQ(torch.nn.Module):
+    """SpeechBrain's BEST-RQ pieces, wired as its LibriSpeech recipe does."""
+
+    def __init__(self):
+        super().__init__()
+        from speechbrain.lobes.features import Fbank
+        from speechbrain.lobes.models.convolution import ConvolutionFrontEnd
+        from speechbrain.lobes.models.transformer.TransformerASR import (
+            EncoderWrapper,
+            TransformerASR,
+        )
+        from speechbrain.nnet.linear import Linear
+        from speechbrain.nnet.quantisers import RandomProjectionQuantizer as SBRQ
+        from speechbrain.processing.features import InputNormalization
+
+        self.fbank = Fbank(sample_rate=SR, n_fft=400, n_mels=80)
+        self.normalize = InputNormalization(norm_type="sentence")
+        self.cnn = ConvolutionFrontEnd(
+            input_shape=(8, 10, 80),
+            num_blocks=2,
+            num_layers_per_block=1,
+            out_channels=(128, 32),
+            kernel_sizes=(3, 3),
+            strides=(2, 2),
+            residuals=(False, False),
+        )
+        transformer = TransformerASR(
+            input_size=640,
+            tgt_vocab=2048,
+            d_model=576,
+            nhead=8,
+            num_encoder_layers=12,
+            num_decoder_layers=0,
+            d_ffn=2048,
+            dropout=0.1,
+            activation=torch.nn.GELU,
+            conformer_activation=torch.nn.GELU,
+            encoder_module="conformer",
+            attention_type="RelPosMHAXL",
+            normalize_before=True,
+            causal=False,
+        )
+        self.wrapper = EncoderWrapper(transformer)
+        self.quantizer = SBRQ(input_dim=320, cb_dim=16, cb_vocab=CODES)
+        self.linear = Linear(input_size=576, n_neurons=CODES)
+
+    def prepare(self, wav, lens, mask):
+        """Features, targets and the noised input (the work outside the networks)."""
+        feats = self.normalize(self.fbank(wav), lens)
+        pad = (-feats.shape[1]) % 4
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
+        batch, frames, mels = feats.shape
+        mask_idx = mask[::4] // 4
+        stacked = feats.view(batch, frames // 4, -1)[:, mask_idx, :]
+        targets = self.quantizer(stacked)
+        noise = torch.randn(batch, mask.shape[0], mels, device=feats.device) * 0.1
+        feats = feats.clone()
+        feats[:, mask, :] = noise
+        return feats, targets, mask_idx
+
+    def forward(self, wav, lens, mask):
+        """Masked prediction loss of one batch."""
+        feats, targets, mask_idx = self.prepare(wav, lens, mask)
+        enc = self.wrapper(self.cnn(feats), lens)
+        logits = self.linear(enc)[:, mask_idx, :]
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, CODES).float(), targets.reshape(-1)
+        )
+
+
+def speechbrain_mask(batch: int, device):
+    """SpeechBrain's own mask (made in its collate function, so not timed)."""
+    from speechbrain.lobes.models.BESTRQ import compute_mask
+
+    frames = int(CLIP * 100) + 1
+    frames += (-frames) % 4
+    mask = compute_mask((batch, frames, 80), [frames] * batch, 0.15, 4)
+    return torch.as_tensor(mask, device=device)
+
+
+def measure(name, step, prepare, flops, batch, tokens_per_clip, args, device, peak):
+    """Times one variant and returns its row."""
+    reset_peak_memory(device)
+    seconds = median_time(step, device, repeats=args.repeats, warmup=args.warmup)
+    memory = peak_memory_mb(device)
+    outside = median_time(prepare, device, repeats=args.repeats, warmup=1)
+    row = {
+        "variant": name,
+        "step_s": seconds,
+        "audio_sec_per_sec": batch * CLIP / seconds,
+        "tokens_per_sec": batch * tokens_per_clip / seconds,
+        "model_tflops": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak,
+        "overhead_share": outside / seconds,
+        "peak_memory_mb": memory,
+    }
+    print(
+        f"{name:>22}: step {seconds:7.3f} s | {row['audio_sec_per_sec']:8.1f} audio s/s"
+        f" | {row['tokens_per_sec']:9.0f} tok/s | {row['model_tflops']:6.2f} TFLOP/s"
+        f" | MFU {row['mfu']:.2f} | outside nets {row['overhead_share']:.1%}"
+        f" | peak {memory:,.0f} MB",
+        flush=True,
+    )
+    return row
+
+
+def run_ours(kind, args, device, peak):
+    torch.manual_seed(0)
+    model = ours(kind, device).train()
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, weight_decay=0.05, fused=device.type == "cuda"
+    )
+    wav = torch.randn(args.batch, int(CLIP * SR), device=device)
+    lens = torch.ones(args.batch)
+
+    def step():
+        with autocast(device, args.precision):
+            loss, _ = masked_prediction_loss(model(wav, lens))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def prepare():
+        with autocast(device, args.precision):
+            patches, plan, _, _, _ = model.prepare(wav, lens)
+            torch.gather(patches, 1, plan.visible_idx[..., None].expand(-1, -1, 256))
+
+    name = "BEST-RQ-2 (two-step)" if kind == "two_step" else "one-stage ViT"
+    return measure(
+        name,
+        step,
+        prepare,
+        our_flops(kind, args.batch),
+        args.batch,
+        128,
+        args,
+        device,
+        peak,
+    )
+
+
+def run_speechbrain(args, device, peak):
+    torch.manual_seed(0)
+    model = SpeechBrainBestRQ().to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=8e-4, weight_decay=0.01)
+    wav = torch.randn(args.batch, int(CLIP * SR), device=device)
+    lens = torch.ones(args.batch, device=device)
+    mask = speechbrain_mask(args.batch, device)
+
+    def step():
+        with autocast(device, args.precision):
+            loss = model(wav, lens, mask)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    sync(device)
+
+    @torch.no_grad()
+    def prepare():
+        with autocast(device, args.precision):
+            model.prepare(wav, lens, mask)
+
+    tokens = (int(CLIP * 100) + 4) // 4
+    return measure(
+        "SpeechBrain BEST-RQ",
+        step,
+        prepare,
+        flops,
+        args.batch,
+        tokens,
+        args,
+        device,
+        peak,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small batch, 3 repeats")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.batch is None:
+        args.batch = 2 if args.quick else (8 if device.type == "cpu" else 64)
+    if args.quick:
+        args.repeats, args.warmup = 3, 1
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    peak = matmul_flops_per_second(device, args.precision)
+    print(
+        f"device: {device_name(device)} | precision {args.precision} | batch "
+        f"{args.batch} x {CLIP:g} s | matmul peak {peak / 1e12:.2f} TFLOP/s",
+        flush=True,
+    )
+    two = run_ours("two_step", args, device, peak)
+    one = run_ours("one_stage", args, device, peak)
+    sbr = run_speechbrain(args, device, peak)
+    ratios = {
+        "two_step_over_one_stage": two["step_s"] / one["step_s"],
+        "speechbrain_bestrq_over_two_step": two["audio_sec_per_sec"]
+        / sbr["audio_sec_per_sec"],
+    }
+    print(
+        f"two-step / one-stage step time: {ratios['two_step_over_one_stage']:.3f}; "
+        "SpeechBrain BEST-RQ needs "
+        f"{ratios['speechbrain_bestrq_over_two_step']:.2f}x longer per audio second",
+        flush=True,
+    )
+    if args.json:
+        print_json(
+            {
+                **ratios,
+                "mfu_two_step": two["mfu"],
+                "mfu_one_stage": one["mfu"],
+                "overhead_share": two["overhead_share"],
+                "device": device_name(device),
+                "precision": args.precision,
+                "batch": args.batch,
+                "matmul_tflops": peak / 1e12,
+                "variants": [two, one, sbr],
+            }
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Shared helpers of the benchmarks: timing, matmul peak, FLOPs, memory.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    """Waits for queued device work (CUDA) so timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for ``fp32`` (off) or ``bf16``/``fp16``."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def matmul_flops_per_second(device, precision: str, size: int = 4096) -> float:
+    """FLOP/s of a large square matmul at the given precision (the MFU reference)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        precision, torch.float32
+    )
+    if device.type == "cpu":
+        size = min(size, 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = median_time(lambda: a @ b, device, repeats=5, warmup=2)
+    return 2 * size**3 / seconds
+
+
+def transformer_flops(
+    tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0
+) -> float:
+    """Forward FLOPs of ``depth`` pre-norm blocks on one sequence of ``tokens``."""
+    linear = 2 * tokens * dim * dim * (4 + 2 * mlp_ratio)
+    attention = 4 * tokens * tokens * dim
+    return depth * (linear + attention)
+
+
+def reset_peak_memory(device) -> None:
+    """Restarts peak-memory tracking (CUDA allocator, or the process RSS on Linux)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fout:
+            fout.write("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb(device) -> float:
+    """Peak memory since the last reset: CUDA allocated, or resident set (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with open("/proc/self/status") as fin:
+        for line in fin:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def device_name(device) -> str:
+    """A short description of the device."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def print_json(record: dict) -> None:
+    """The last line of a ``--json`` run: one JSON object."""
+    print(json.dumps(record, sort_keys=True))
