@@ -33,6 +33,7 @@ __all__ = [
     "read_manifest",
     "split_rows",
     "prepare_folder",
+    "check_manifest_audio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ def split_rows(
     (8, 2)
     """
     if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), not {valid_fraction}")
+        raise ManifestError(f"valid_fraction must be in [0, 1), not {valid_fraction}")
     n_valid = round(len(rows) * valid_fraction)
     if valid_fraction > 0 and len(rows) >= 2:
         n_valid = max(1, n_valid)
@@ -386,6 +387,9 @@ def prepare_folder(
     -------
     dict
         ``train_csv``, ``valid_csv``, ``skipped_csv`` and ``data_root``.
+        ``valid_csv`` is None when the split leaves no validation clip
+        (``valid_fraction=0`` or a single usable file): ``valid.csv`` is then
+        written with its header only.
 
     Example
     -------
@@ -427,7 +431,7 @@ def prepare_folder(
         with open(opts_file, encoding="utf-8") as f:
             if json.load(f) == json.loads(json.dumps(opts)):
                 logger.info("Manifests in %s are up to date, skipping.", save_folder)
-                return out
+                return _drop_empty_valid(out, valid_csv)
     os.makedirs(save_folder, exist_ok=True)
     if os.path.exists(opts_file):
         os.remove(opts_file)
@@ -452,4 +456,109 @@ def prepare_folder(
         len(skipped),
         out["skipped_csv"],
     )
+    return _drop_empty_valid(out, valid_csv)
+
+
+def _drop_empty_valid(out: dict, valid_csv: str | os.PathLike | None) -> dict:
+    """Sets ``valid_csv`` to None when the split wrote no validation row."""
+    if valid_csv is None:
+        with open(out["valid_csv"], newline="", encoding="utf-8") as f:
+            if next(csv.DictReader(f), None) is None:
+                return {**out, "valid_csv": None}
     return out
+
+
+def check_manifest_audio(
+    csv_path: str | os.PathLike,
+    save_csv: str | os.PathLike,
+    skipped_csv: str | os.PathLike,
+    min_seconds: float,
+    data_root: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Decodes every clip of a manifest once; writes the usable rows and the rest.
+
+    The same checks as a folder scan (readable, decodable, finite samples, long
+    enough) applied to a given manifest, so a broken file is listed in
+    ``skipped_csv`` instead of stopping training at its first batch. The result
+    is reused while the manifest file is unchanged.
+
+    Arguments
+    ---------
+    csv_path : str | os.PathLike
+        The manifest (``ID,duration,wav,...``).
+    save_csv : str | os.PathLike
+        Where the usable rows go (same columns, ``$data_root`` kept).
+    skipped_csv : str | os.PathLike
+        Where the skipped files go (``file,reason``).
+    min_seconds : float
+        Clips shorter than this are skipped.
+    data_root : str | None
+        Replacement for ``$data_root``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    str
+        ``save_csv``.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> tmp = getfixture("tmpdir")
+    >>> sf.write(str(tmp / "ok.wav"), np.zeros(16000, dtype="float32"), 16000)
+    >>> _ = (tmp / "bad.wav").write("not audio")
+    >>> rows = ["ID,duration,wav", "ok,1,$data_root/ok.wav", "bad,1,$data_root/bad.wav"]
+    >>> _ = (tmp / "m.csv").write("\\n".join(rows) + "\\n")
+    >>> out = check_manifest_audio(tmp / "m.csv", tmp / "c.csv", tmp / "s.csv",
+    ...                            0.5, data_root=str(tmp), progress=False)
+    >>> [r["ID"] for r in read_manifest(out, data_root=str(tmp))]
+    ['ok']
+    """
+    csv_path, save_csv = os.fspath(csv_path), os.fspath(save_csv)
+    checked = read_manifest(csv_path, data_root=data_root)
+    stat = os.stat(csv_path)
+    opts = {
+        "manifest": os.path.abspath(csv_path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "data_root": data_root,
+        "min_seconds": min_seconds,
+    }
+    opts_file = save_csv + ".opts.json"
+    if os.path.isfile(save_csv) and os.path.isfile(opts_file):
+        with open(opts_file, encoding="utf-8") as f:
+            if json.load(f) == opts:
+                return save_csv
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields, raw = list(reader.fieldnames or []), list(reader)
+    good, skipped = [], []
+    bar = tqdm(
+        list(zip(raw, checked, strict=True)),
+        desc=f"checking {os.path.basename(csv_path)}",
+        disable=not progress or not sys.stderr.isatty(),
+    )
+    for original, row in bar:
+        try:
+            check_audio(row["wav"], min_seconds=min_seconds)
+            good.append(original)
+        except AudioError as err:
+            skipped.append({"file": row["wav"], "reason": str(err)})
+    write_csv(skipped, skipped_csv, SKIPPED_FIELDS)
+    if not good:
+        raise ManifestError(
+            f"{csv_path}: no usable audio ({len(skipped)} skipped, see {skipped_csv})"
+        )
+    write_csv(good, save_csv, fields)
+    with open(opts_file, "w", encoding="utf-8") as f:
+        json.dump(opts, f)
+    logger.info(
+        "%s: %d usable clips, %d skipped -> see %s",
+        csv_path,
+        len(good),
+        len(skipped),
+        skipped_csv,
+    )
+    return save_csv

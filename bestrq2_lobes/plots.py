@@ -32,6 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from bestrq2_lobes.probe_chart import plot_results  # noqa: E402
+
 CURVES = [
     ("loss", "masked-prediction loss"),
     ("accuracy", "masked-token accuracy"),
@@ -211,36 +213,6 @@ def plot_codebook_usage(
     return {"path": _save(fig, out), "perplexity": perplexity, "dead_codes": dead}
 
 
-def plot_probe_results(results: dict, out: str | os.PathLike) -> str:
-    """Bar chart of a probe suite's per-task linear and kNN scores.
-
-    ``results`` is the probe suite's ``results.json``: ``tasks`` maps each task
-    name to a dict with ``linear`` and ``knn`` scores (0-1).
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> res = {"tasks": {"a": {"linear": 0.5, "knn": 0.4}}, "overall_linear": 0.5,
-    ...        "overall_knn": 0.4}
-    >>> os.path.getsize(plot_probe_results(res, tmp / "p.png")) > 0
-    True
-    """
-    tasks = results["tasks"]
-    names = list(tasks) + ["overall"]
-    linear = [tasks[n]["linear"] for n in tasks] + [results["overall_linear"]]
-    knn = [tasks[n]["knn"] for n in tasks] + [results["overall_knn"]]
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.6))
-    xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], linear, width=0.4, label="linear probe")
-    ax.bar([x + 0.2 for x in xs], knn, width=0.4, label="kNN (k=10)")
-    ax.set_xticks(list(xs), names, rotation=20)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("score")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out)
-
-
 def _save(fig, out) -> str:
     out = os.fspath(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -286,7 +258,7 @@ def main(argv=None) -> int:
             )
         else:
             with open(args.results, encoding="utf-8") as fin:
-                info = {"path": plot_probe_results(json.load(fin), args.out)}
+                info = {"path": plot_results(json.load(fin), args.out)}
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -209,6 +209,4 @@ class BestRQ2Encoder(nn.Module):
         stacked = torch.stack([self.encoder.pool_frames(h) for h in hiddens])
         mask = self.encoder.pool_frames(valid.unsqueeze(-1).float()) > 0
         stacked = stacked * mask.unsqueeze(0).to(stacked.dtype)
-        return torch.nn.functional.pad(
-            stacked, (0, 0, 0, per_chunk - stacked.shape[2])
-        )
+        return torch.nn.functional.pad(stacked, (0, 0, 0, per_chunk - stacked.shape[2]))

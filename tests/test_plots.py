@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bestrq2_lobes.plots import plot_probe_results
+from bestrq2_lobes.probe_chart import plot_results
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -120,8 +120,8 @@ def test_probe_bar_chart(tmp_path):
         "overall_linear": 0.6,
         "overall_knn": 0.45,
     }
-    path = plot_probe_results(results, tmp_path / "probe.png")
-    assert png_size(path) == (620, 360)
+    path = plot_results(results, tmp_path / "probe.png")
+    assert png_size(path) == (720, 480)
     (tmp_path / "r.json").write_text(json.dumps(results))
     run(
         [
@@ -132,7 +132,7 @@ def test_probe_bar_chart(tmp_path):
             str(tmp_path / "p2.png"),
         ]
     )
-    assert png_size(tmp_path / "p2.png") == (620, 360)
+    assert png_size(tmp_path / "p2.png") == (720, 480)
 
 
 def test_missing_run_is_a_one_line_error(tmp_path):

@@ -35,7 +35,7 @@ from difflib import get_close_matches
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from ruamel.yaml import YAML
+from ruamel.yaml import YAML, YAMLError
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
@@ -43,7 +43,12 @@ from bestrq2_lobes.audio import random_crop, read_segment
 from bestrq2_lobes.checkpointing import CheckpointWriteError
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
 from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
-from bestrq2_lobes.manifest import ManifestError, prepare_folder, read_manifest
+from bestrq2_lobes.manifest import (
+    ManifestError,
+    check_manifest_audio,
+    prepare_folder,
+    read_manifest,
+)
 from bestrq2_lobes.optim import parameter_groups
 from bestrq2_lobes.pretraining import masked_prediction_loss
 from bestrq2_lobes.seeding import stable_seed
@@ -304,7 +309,13 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
     Returns the hparams, the overrides in force, and the list of
     (key, paper value, demo value) changed (None when data was given).
     """
-    user = YAML(typ="safe").load(overrides) if overrides else {}
+    try:
+        user = YAML(typ="safe").load(overrides) if overrides else {}
+    except YAMLError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "duplicate key" in ln), lines[0])
+        message = f"error: cannot read the command-line options: {reason}"
+        raise SystemExit(message) from None
     user = user or {}
     hparams = load_hparams(hparams_file, user)
     if hparams["data_folder"] or hparams["train_csv"]:
@@ -381,7 +392,12 @@ def prepare_data(hparams, min_seconds):
         data_root = hparams["data_root"] or os.path.dirname(
             os.path.abspath(hparams["train_csv"])
         )
-        return hparams["train_csv"], hparams["valid_csv"], data_root
+        csvs = [hparams["train_csv"], hparams["valid_csv"]]
+        if hparams["check_manifest_audio"]:
+            csvs = [
+                checked_manifest(hparams, csv, data_root, min_seconds) for csv in csvs
+            ]
+        return csvs[0], csvs[1], data_root
     data_folder = hparams["data_folder"]
     if not data_folder:
         data_folder = os.path.join(hparams["demo_folder"], "audio")
@@ -400,6 +416,25 @@ def prepare_data(hparams, min_seconds):
     run_on_main(prepare_folder, kwargs=kwargs)
     paths = prepare_folder(**{**kwargs, "progress": False})
     return paths["train_csv"], paths["valid_csv"], paths["data_root"]
+
+
+def checked_manifest(hparams, csv, data_root, min_seconds):
+    """The manifest's usable rows (decoded once, cached); bad ones in skipped_*.csv."""
+    if csv is None:
+        return None
+    stem = os.path.splitext(os.path.basename(csv))[0]
+    folder = hparams["manifest_folder"]
+    kwargs = {
+        "csv_path": csv,
+        "save_csv": os.path.join(folder, f"{stem}_checked.csv"),
+        "skipped_csv": os.path.join(folder, f"skipped_{stem}.csv"),
+        "min_seconds": min_seconds,
+        "data_root": data_root,
+        "progress": if_main_process(),
+    }
+    os.makedirs(folder, exist_ok=True)
+    run_on_main(check_manifest_audio, kwargs=kwargs)
+    return check_manifest_audio(**{**kwargs, "progress": False})
 
 
 def summary_line(brain, hparams, started):
