@@ -110,7 +110,7 @@ def main(argv=None):
     peak = matmul_flops_per_second(device, args.precision)
     print(
         f"device: {device_name(device)} | precision {args.precision} | batch "
-        f"{args.batch} x 10 s | matmul peak {peak / 1e12:.2f} TFLOP/s",
+        f"{args.batch} x 10 s",
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,9 +124,12 @@ def main(argv=None):
                 lobe(wav)
 
         seconds = median_time(encode, device, repeats=5, warmup=2)
+        # the best of two matmul measurements, so a slow moment does not flatter MFU
+        peak = max(peak, matmul_flops_per_second(device, args.precision))
         mfu = clip_flops(args.batch) / seconds / peak
         speed = args.batch * 10 / seconds
         print(
+            f"MFU reference: best of two matmuls, {peak / 1e12:.2f} TFLOP/s\n"
             f"10 s clips: {seconds:.3f} s per batch | {speed:.1f} audio s/s "
             f"| {clip_flops(args.batch) / seconds / 1e12:.2f} TFLOP/s | MFU {mfu:.2f}",
             flush=True,
