@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     autocast,
+    current_memory_mb,
     device_name,
     matmul_flops_per_second,
     median_time,
@@ -297,17 +298,6 @@ def measure(variants, args, device, precision):
         )
         rows.append(row)
     return rows, peak
-
-
-def current_memory_mb(device) -> float:
-    """Memory in use now: CUDA allocated tensors, or the process resident set."""
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated(device) / 2**20
-    with open("/proc/self/status") as fin:
-        for line in fin:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main(argv=None):

@@ -79,9 +79,20 @@ def peak_memory_mb(device) -> float:
     """Peak memory since the last reset: CUDA allocated, or resident set (MB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    return _proc_status_mb("VmHWM")
+
+
+def current_memory_mb(device) -> float:
+    """Memory in use now: CUDA allocated tensors, or the process resident set."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    return _proc_status_mb("VmRSS")
+
+
+def _proc_status_mb(field: str) -> float:
     with open("/proc/self/status") as fin:
         for line in fin:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 

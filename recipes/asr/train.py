@@ -26,7 +26,6 @@ Authors
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import sys
@@ -48,6 +47,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
+from bestrq2_lobes.cli import parse_arguments
 from bestrq2_lobes.dataio import audio_dataset, describe_encoder, write_results
 from bestrq2_lobes.manifest import ManifestError
 
@@ -289,12 +289,7 @@ def summary_line(brain, hparams, started):
 def main(argv):
     """Parses arguments, prepares data and tokenizer, trains and tests."""
     started = time.time()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    # SpeechBrain 1.1.2 parses --optimizer_step_limit as a string (None default).
-    if isinstance(run_opts.optimizer_step_limit, str):
-        run_opts = dataclasses.replace(
-            run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
-        )
+    hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

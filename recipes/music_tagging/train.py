@@ -28,7 +28,6 @@ Authors
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -54,6 +53,7 @@ from music_tags import (
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
+from bestrq2_lobes.cli import parse_arguments
 from bestrq2_lobes.dataio import describe_encoder, write_results
 from bestrq2_lobes.encoder_dir import EncoderDirError
 from bestrq2_lobes.manifest import ManifestError, read_manifest
@@ -251,12 +251,7 @@ def summary_line(brain: TaggingBrain, num_tags: int, results_path: str) -> str:
 
 def main(argv: list[str]) -> None:
     """Parses arguments, prepares the data, trains and tests."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    # SpeechBrain 1.1.2 parses --optimizer_step_limit as a string (None default).
-    if isinstance(run_opts.optimizer_step_limit, str):
-        run_opts = dataclasses.replace(
-            run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
-        )
+    hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -24,7 +24,6 @@ Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
 from bestrq2_lobes.checkpointing import CheckpointWriteError
+from bestrq2_lobes.cli import parse_arguments
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
 from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.manifest import (
@@ -458,12 +458,7 @@ def summary_line(brain, hparams, started):
 def main(argv):
     """Parses arguments, prepares data and runs the pretraining."""
     started = time.time()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    # SpeechBrain 1.1.2 parses --optimizer_step_limit as a string (None default).
-    if isinstance(run_opts.optimizer_step_limit, str):
-        run_opts = dataclasses.replace(
-            run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
-        )
+    hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, overrides, demo_changes = apply_demo_settings(
         hparams_file, run_opts, overrides
