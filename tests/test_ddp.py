@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def args(data, out, batch_size, total_steps=4):
@@ -42,16 +35,6 @@ def args(data, out, batch_size, total_steps=4):
         "--num_workers=0",
         "--device=cpu",
         "--noprogressbar",
-    ]
-
-
-def torchrun(nproc):
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={nproc}",
-        f"--master_port={free_port()}",
     ]
 
 
@@ -77,7 +60,7 @@ def final_encoder(out):
     return torch.load(ckpts[-1] / "encoder.ckpt", weights_only=True)
 
 
-def test_two_processes_follow_the_one_process_trajectory(data, tmp_path):
+def test_two_processes_follow_the_one_process_trajectory(data, tmp_path, torchrun_cmd):
     one = tmp_path / "one"
     proc = subprocess.run(
         [sys.executable, *args(data, one, batch_size=4)],
@@ -88,7 +71,7 @@ def test_two_processes_follow_the_one_process_trajectory(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = tmp_path / "two"
     proc = subprocess.run(
-        torchrun(2)
+        torchrun_cmd(2)
         + args(data, two, batch_size=2, total_steps=4)
         + ["--distributed_backend=gloo"],
         env=ENV,
@@ -118,9 +101,9 @@ def final_encoder_at_init(data, tmp_path):
     return final_encoder(out)
 
 
-def test_a_dying_rank_does_not_hang_the_others(data, tmp_path):
+def test_a_dying_rank_does_not_hang_the_others(data, tmp_path, torchrun_cmd):
     out = tmp_path / "dying"
-    cmd = torchrun(2) + args(data, out, batch_size=2, total_steps=10_000)
+    cmd = torchrun_cmd(2) + args(data, out, batch_size=2, total_steps=10_000)
     cmd += ["--distributed_backend=gloo", "--log_interval=1"]
     launcher = subprocess.Popen(
         cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

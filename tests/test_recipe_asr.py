@@ -9,7 +9,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -229,13 +228,7 @@ def test_debug_run_random_encoder(corpus, tmp_path):
     assert "test WER" in (out / "train_log.txt").read_text()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_exported_encoder_fine_tuned_under_ddp(corpus, tmp_path):
+def test_exported_encoder_fine_tuned_under_ddp(corpus, tmp_path, torchrun_cmd):
     """--encoder_dir, --freeze_encoder False, two gloo processes (no --debug:
     SpeechBrain 1.1.2 gives each rank its own temporary checkpoint folder in
     debug mode, which deadlocks DDP)."""
@@ -246,13 +239,7 @@ def test_exported_encoder_fine_tuned_under_ddp(corpus, tmp_path):
     )
     enc_dir = write_encoder_dir(tmp_path / "enc", frontend, encoder, 10.0)
     out = tmp_path / "out"
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
+    launcher = torchrun_cmd(2)
     proc = run_recipe(
         *data_args(corpus),
         f"--output_folder={out}",

@@ -7,7 +7,6 @@ a couple of seconds, ``--debug`` and the CPU; each takes a few seconds.
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -163,21 +162,9 @@ def test_missing_label_column_is_a_one_line_error(data, tmp_path):
     assert "train.csv" in last
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_ddp_two_processes_gloo(data, tmp_path):
+def test_ddp_two_processes_gloo(data, tmp_path, torchrun_cmd):
     out = tmp_path / "ddp"
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
+    launcher = torchrun_cmd(2)
     proc = run_recipe(
         *csv_args(data),
         f"--output_folder={out}",

@@ -6,7 +6,6 @@ defaults stay the paper's) and runs in seconds on a CPU.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -160,21 +159,9 @@ def test_stop_and_resume_continues_step_counter(audio_folder, tmp_path):
     assert ckpts and (ckpts[-1] / "encoder.ckpt").is_file()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_ddp_two_processes_gloo(audio_folder, tmp_path):
+def test_ddp_two_processes_gloo(audio_folder, tmp_path, torchrun_cmd):
     out = tmp_path / "ddp"
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
+    launcher = torchrun_cmd(2)
     proc = run_recipe(
         "bestrq2_vit.yaml",
         f"--data_folder={audio_folder}",

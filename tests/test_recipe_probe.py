@@ -7,7 +7,6 @@ generated data and a tiny random encoder, and take seconds on a CPU.
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -406,21 +405,9 @@ def test_missing_label_column_is_a_one_line_error(tiny_suite, tmp_path):
     assert last.startswith("error: ") and "'genre'" in last and "train.csv" in last
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_ddp_two_processes_gloo(tiny_suite, tmp_path):
+def test_ddp_two_processes_gloo(tiny_suite, tmp_path, torchrun_cmd):
     out = tmp_path / "ddp"
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
+    launcher = torchrun_cmd(2)
     args = [f"--tasks={tiny_suite / 'tasks.yaml'}", *TINY, *RUN]
     proc = run_recipe(
         *args,
