@@ -13,7 +13,6 @@ Authors
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     autocast,
+    common_arguments,
     device_name,
     matmul_flops_per_second,
     median_time,
@@ -91,15 +91,8 @@ def one_hour(encoder_dir: Path, folder: Path, precision: str, minutes: float):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
-    parser.add_argument("--batch", type=int, default=None)
+    parser = common_arguments(__doc__.split("\n\n")[0], "small batch, 5 min file")
     parser.add_argument("--minutes", type=float, default=60.0, help="long-file length")
-    parser.add_argument("--quick", action="store_true", help="small batch, 5 min file")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.batch is None:

@@ -23,7 +23,6 @@ Authors
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     autocast,
+    common_arguments,
     current_memory_mb,
     device_name,
     matmul_flops_per_second,
@@ -301,16 +301,9 @@ def measure(variants, args, device, precision):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
-    parser.add_argument("--batch", type=int, default=None)
+    parser = common_arguments(__doc__.split("\n\n")[0], "small batch, 3 repeats")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="small batch, 3 repeats")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.batch is None:

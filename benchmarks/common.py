@@ -6,6 +6,7 @@ Authors
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -107,3 +108,18 @@ def device_name(device) -> str:
 def print_json(record: dict) -> None:
     """The last line of a ``--json`` run: one JSON object."""
     print(json.dumps(record, sort_keys=True))
+
+
+def common_arguments(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """A parser with the options every benchmark takes.
+
+    ``--device``, ``--precision``, ``--batch``, ``--quick`` and ``--json``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", default=default)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    return parser
