@@ -26,7 +26,6 @@ Authors
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
@@ -45,9 +44,9 @@ from asr_prepare import (
 )
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.decoders import ctc_greedy_decode
-from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from speechbrain.utils.distributed import if_main_process
 
-from bestrq2_lobes.cli import parse_arguments
+from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
 from bestrq2_lobes.dataio import audio_dataset, describe_encoder, write_results
 from bestrq2_lobes.manifest import ManifestError
 
@@ -357,18 +356,7 @@ def main(argv):
             },
         )
         print(summary_line(brain, hparams, started), flush=True)
-    shutdown_ddp(brain)
-
-
-def shutdown_ddp(brain):
-    """Ends DDP cleanly: without this a fine-tuning rank sometimes aborts at exit
-    ("terminate called without an active exception") in gloo."""
-    if not torch.distributed.is_initialized():
-        return
-    brain.modules = None  # drops the DDP wrappers and their pending gloo work
-    gc.collect()
-    ddp_barrier()
-    torch.distributed.destroy_process_group()
+    shutdown_distributed(brain)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from music_tags import (
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
-from bestrq2_lobes.cli import parse_arguments
+from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
 from bestrq2_lobes.dataio import describe_encoder, write_results
 from bestrq2_lobes.encoder_dir import EncoderDirError
 from bestrq2_lobes.manifest import ManifestError, read_manifest
@@ -301,6 +301,7 @@ def main(argv: list[str]) -> None:
             },
         )
         print(summary_line(brain, len(labels), results_path), flush=True)
+    shutdown_distributed(brain)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
 from bestrq2_lobes.checkpointing import CheckpointWriteError
-from bestrq2_lobes.cli import parse_arguments
+from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
 from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.manifest import (
@@ -517,6 +517,7 @@ def main(argv):
     )
     if if_main_process():
         print(summary_line(brain, hparams, started), flush=True)
+    shutdown_distributed(brain)
 
 
 if __name__ == "__main__":

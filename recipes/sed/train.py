@@ -58,6 +58,7 @@ from sed_post import (
 )
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
+from bestrq2_lobes.cli import shutdown_distributed
 from bestrq2_lobes.dataio import audio_dataset, describe_encoder, write_results
 from bestrq2_lobes.encoder_dir import EncoderDirError
 from bestrq2_lobes.manifest import ManifestError, read_manifest
@@ -447,6 +448,7 @@ def main(argv: list[str]) -> None:
     if if_main_process():
         write_results(hparams["results_file"], results)
         print(summary_line(results, hparams, ssl.hop_ms, started), flush=True)
+    shutdown_distributed(brain)
 
 
 if __name__ == "__main__":
