@@ -12,7 +12,9 @@ counter for SpeechBrain's, whose Conformer has no closed form here), MFU = model
 FLOP/s over a large matmul's FLOP/s measured in the same process and precision,
 the share of the step spent outside the networks (front end, masking, quantizer,
 gathers) and the memory one step adds on top of the weights and optimiser state.
-Variants are timed in interleaved rounds, so slow phases of the machine hit all.
+Variants are timed in interleaved rounds, so slow phases of the machine hit all;
+in each round both of our variants draw the same mask (ratio from U(0.4, 0.6)), so
+their ratio compares equal work, and the median over rounds spans the ratios.
 
     python benchmarks/bench_pretrain.py --device cpu --precision bf16 --json
     python benchmarks/bench_pretrain.py --device cuda --precision bf16 --batch 64
@@ -180,6 +182,9 @@ class Variant:
         self.times, self.outside = [], []
 
 
+ROUND = {"seed": 0}  # set by ``measure`` each round: the mask both variants draw
+
+
 def ours(kind, args, device):
     """Two-step or one-stage variant of the paper configuration."""
     torch.manual_seed(0)
@@ -189,8 +194,9 @@ def ours(kind, args, device):
     lens = torch.ones(args.batch)
 
     def step():
+        masks = torch.Generator().manual_seed(ROUND["seed"])
         with autocast(device, args.precision):
-            loss, _ = masked_prediction_loss(model(wav, lens))
+            loss, _ = masked_prediction_loss(model(wav, lens, generator=masks))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -198,7 +204,8 @@ def ours(kind, args, device):
     @torch.no_grad()
     def prepare():
         with autocast(device, args.precision):
-            patches, plan, _, _, _ = model.prepare(wav, lens)
+            masks = torch.Generator().manual_seed(ROUND["seed"])
+            patches, plan, _, _, _ = model.prepare(wav, lens, masks)
             torch.gather(patches, 1, plan.visible_idx[..., None].expand(-1, -1, 256))
 
     name = "BEST-RQ-2 (two-step)" if kind == "two_step" else "one-stage ViT"
@@ -267,7 +274,8 @@ def measure(variants, args, device, precision):
         for _ in range(args.warmup):
             variant.step()
     peaks = []
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        ROUND["seed"] = repeat
         peaks.append(matmul_flops_per_second(device, precision))
         for variant in variants:
             variant.times.append(median_time(variant.step, device, 1, warmup=0))
@@ -302,7 +310,7 @@ def measure(variants, args, device, precision):
 
 def main(argv=None):
     parser = common_arguments(__doc__.split("\n\n")[0], "small batch, 3 repeats")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -1,8 +1,11 @@
-"""Pre-norm transformer blocks on ``scaled_dot_product_attention``.
+"""Pre-norm transformer blocks; attention through the fastest kernel per device.
 
-The attention never asks for attention weights, so PyTorch can use its fused
-kernels (flash / memory-efficient on GPU, the fused CPU kernel with bf16). Padding
-is expressed as a boolean key mask (True = attend).
+On GPUs, attention runs through ``scaled_dot_product_attention`` (flash /
+memory-efficient kernels). On the CPU, the sequences of this model are short
+(128 tokens per 10 s clip, about 64 visible in pretraining), and there PyTorch's
+fused CPU kernel is several times slower than two batched matmuls and a softmax,
+mostly in its backward (see ``docs/performance.md``), so the CPU uses
+``explicit_attention``. Padding is a boolean key mask (True = attend).
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -39,12 +42,52 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.prob
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        mask = x.new_empty(shape).bernoulli_(keep)
-        return x * mask / keep
+        scale = x.new_empty(shape).bernoulli_(keep) / keep  # one pass over x
+        return x * scale
+
+
+def explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` as two batched matmuls and a softmax.
+
+    Same result as ``F.scaled_dot_product_attention`` up to rounding: under
+    bf16 autocast the scores and weights are stored in bf16 (the softmax
+    accumulates in fp32), as in the usual non-fused ViT attention. Faster than
+    the fused kernel on the CPU for short sequences. The scores take
+    ``batch x heads x seq x seq`` memory.
+
+    Arguments
+    ---------
+    q, k, v : torch.Tensor
+        (batch, heads, seq, head_dim) queries, keys and values.
+    key_mask : torch.Tensor, optional
+        (batch, seq) bool, True on keys to attend to (at least one per row).
+
+    Returns
+    -------
+    torch.Tensor
+        (batch, heads, seq, head_dim), the dtype of ``v``.
+
+    Example
+    -------
+    >>> q, k, v = torch.randn(3, 2, 4, 5, 8).unbind(0)
+    >>> mask = torch.tensor([[True, True, True, False, False]] * 2)
+    >>> ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None])
+    >>> torch.allclose(explicit_attention(q, k, v, mask), ref, atol=1e-6)
+    True
+    """
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    return torch.matmul(scores.softmax(dim=-1), v)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention``.
+    """Multi-head self-attention (``explicit_attention`` on CPU, else SDPA).
 
     Arguments
     ---------
@@ -77,8 +120,11 @@ class SelfAttention(nn.Module):
         batch, seq, dim = x.shape
         qkv = self.qkv(x).view(batch, seq, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if x.device.type == "cpu":
+            out = explicit_attention(q, k, v, key_mask)
+        else:
+            attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(batch, seq, dim))
 
 
@@ -217,7 +263,7 @@ def init_vit_weights(module: nn.Module) -> None:
     >>> layer = nn.Linear(4, 4)
     >>> layer.apply(init_vit_weights) is layer
     True
-    >>> float(layer.bias.abs().sum())
+    >>> float(layer.bias.detach().abs().sum())
     0.0
     """
     if isinstance(module, (nn.Linear, nn.Conv2d)):

@@ -17,6 +17,7 @@ from bestrq2_lobes.transformer import (
     DropPath,
     SelfAttention,
     TransformerStack,
+    explicit_attention,
     init_vit_weights,
 )
 
@@ -60,6 +61,32 @@ def test_self_attention_equals_naive_reference():
         )
         # The mask actually changes the result.
         assert (attn(x, key_mask)[1] - attn(x)[1]).abs().max() > 1e-3
+
+
+def test_explicit_attention_matches_fused_sdpa_values_and_gradients():
+    """The CPU fast path against PyTorch's fused kernel, fp32 and bf16 autocast."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 64, requires_grad=True) for _ in range(3))
+    key_mask = torch.ones(2, 64, dtype=torch.bool)
+    key_mask[1, 40:] = False
+    for mask in (None, key_mask):
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        fast = explicit_attention(q, k, v, mask)
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask
+        )
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+        grad = torch.randn_like(ref)
+        fast_grads = torch.autograd.grad(fast, (q, k, v), grad)
+        ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
+        for a, b in zip(fast_grads, ref_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+            fast16 = explicit_attention(qb, kb, vb, mask)
+        assert fast16.dtype == torch.bfloat16
+        # bf16 keeps 8 bits of mantissa: about 1e-2 on values of order 1.
+        torch.testing.assert_close(fast16.float(), ref, atol=3e-2, rtol=0)
 
 
 def test_key_mask_makes_real_tokens_independent_of_padding():
