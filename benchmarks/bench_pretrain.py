@@ -47,6 +47,7 @@ from common import (  # noqa: E402
     transformer_flops,
 )
 
+from bestrq2_lobes.cpu_memory import retain_freed_memory  # noqa: E402
 from bestrq2_lobes.encoder import ViTEncoder  # noqa: E402
 from bestrq2_lobes.frontend import LogMel  # noqa: E402
 from bestrq2_lobes.masking import MaskSampler  # noqa: E402
@@ -264,11 +265,16 @@ def build_all(builders, device):
 
 
 def measure(variants, args, device, precision):
-    """Interleaved rounds (one step of each variant and one matmul per round).
+    """Interleaved rounds: one matmul, then each variant in turn.
 
-    Interleaving spreads slow phases of the machine (frequency, allocator,
-    other load) over all variants instead of the first one measured. The matmul
-    reference is the best round, so MFU is not flattered by a slow moment.
+    Interleaving spreads slow phases of the machine (frequency, other load)
+    over all variants instead of the first one measured. In its turn, a
+    variant takes one untimed step and then the timed one: what a training
+    run sees, a step after a step of the same model, and not a step right
+    after another model, which leaves caches and the allocator in its own
+    state (measured: up to 8 % slower for whichever variant comes next). The
+    matmul reference is the best round, so MFU is not flattered by a slow
+    moment.
     """
     for variant in variants:
         for _ in range(args.warmup):
@@ -278,7 +284,7 @@ def measure(variants, args, device, precision):
         ROUND["seed"] = repeat
         peaks.append(matmul_flops_per_second(device, precision))
         for variant in variants:
-            variant.times.append(median_time(variant.step, device, 1, warmup=0))
+            variant.times.append(median_time(variant.step, device, 1, warmup=1))
             variant.outside.append(median_time(variant.prepare, device, 1, warmup=0))
     peak = max(peaks)
     rows = []
@@ -294,6 +300,7 @@ def measure(variants, args, device, precision):
             "mfu": variant.flops / seconds / peak,
             "overhead_share": outside / seconds,
             "memory_mb": variant.memory,
+            "step_times_s": [round(t, 4) for t in variant.times],
         }
         print(
             f"{variant.name:>22}: step {seconds:7.3f} s"
@@ -311,13 +318,15 @@ def measure(variants, args, device, precision):
 def main(argv=None):
     parser = common_arguments(__doc__.split("\n\n")[0], "small batch, 3 repeats")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.batch is None:
         args.batch = 2 if args.quick else (16 if device.type == "cpu" else 64)
     if args.quick:
         args.repeats, args.warmup = 3, 1
+    if device.type == "cpu":
+        retain_freed_memory()  # as the pretraining recipe does on the CPU
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--data_dir", type=Path, default=DEFAULT_DATA, help="the shared data")
     add("--output_folder", type=Path, default=Path("results/replicate_small"))
     add("--seeds", type=int, nargs="+", default=[1, 2])
-    add("--steps", type=int, default=1500, help="optimiser steps per run")
+    add("--steps", type=int, default=1200, help="optimiser steps per run")
     add("--batch_size", type=int, default=32)
     add("--crop_seconds", type=float, default=5.0)
     add("--lr", type=float, default=5e-4)

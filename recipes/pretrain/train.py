@@ -36,11 +36,12 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML, YAMLError
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process, infer_device, run_on_main
 
 from bestrq2_lobes.audio import random_crop, read_segment
 from bestrq2_lobes.checkpointing import CheckpointWriteError
 from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
+from bestrq2_lobes.cpu_memory import retain_freed_memory
 from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
 from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.manifest import (
@@ -460,6 +461,8 @@ def main(argv):
     started = time.time()
     hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
+    if str(run_opts.get("device") or infer_device()).startswith("cpu"):
+        retain_freed_memory()  # no page faults on every step's reallocations
     hparams, overrides, demo_changes = apply_demo_settings(
         hparams_file, run_opts, overrides
     )

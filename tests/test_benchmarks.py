@@ -1,0 +1,58 @@
+"""Smoke runs of the benchmarks (``--quick``): they run and end with their JSON.
+
+The numbers of a quick run on a busy test machine mean nothing; the tests
+check that every reported quantity is there and is a real measurement.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_json(script: str) -> dict:
+    """Runs a benchmark with ``--quick --json`` and returns its last line."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_bench_pretrain_quick_reports_every_quantity():
+    record = run_json("bench_pretrain.py")
+    for key in (
+        "two_step_over_one_stage",
+        "mfu_two_step",
+        "mfu_one_stage",
+        "overhead_share",
+        "speechbrain_bestrq_over_two_step",
+        "matmul_tflops",
+    ):
+        assert positive(record[key]), key
+    assert record["device"] and record["batch"] == 2
+    names = [v["variant"] for v in record["variants"]]
+    assert names == ["BEST-RQ-2 (two-step)", "one-stage ViT", "SpeechBrain BEST-RQ"]
+    for variant in record["variants"]:
+        assert len(variant["step_times_s"]) == 3  # one per round
+        median = sorted(variant["step_times_s"])[1]
+        assert abs(variant["step_s"] - median) <= 1e-4  # times are rounded to 0.1 ms
+        assert 0 < variant["overhead_share"] < 1
+
+
+def test_bench_inference_quick_reports_every_quantity():
+    record = run_json("bench_inference.py")
+    for key in ("audio_sec_per_sec", "mfu_inference", "wall_s_1h", "peak_rss_mb_1h"):
+        assert positive(record[key]), key
+    assert record["long_file_minutes"] == 5.0
