@@ -13,10 +13,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_json(script: str) -> dict:
+def run_json(script: str, *args: str) -> dict:
     """Runs a benchmark with ``--quick --json`` and returns its last line."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--json"],
+        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--json", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -49,6 +49,16 @@ def test_bench_pretrain_quick_reports_every_quantity():
         median = sorted(variant["step_times_s"])[1]
         assert abs(variant["step_s"] - median) <= 1e-4  # times are rounded to 0.1 ms
         assert 0 < variant["overhead_share"] < 1
+
+
+def test_bench_pretrain_without_speechbrain_times_our_two_models():
+    record = run_json("bench_pretrain.py", "--without_speechbrain")
+    assert positive(record["two_step_over_one_stage"])
+    assert "speechbrain_bestrq_over_two_step" not in record
+    assert [v["variant"] for v in record["variants"]] == [
+        "BEST-RQ-2 (two-step)",
+        "one-stage ViT",
+    ]
 
 
 def test_bench_inference_quick_reports_every_quantity():
