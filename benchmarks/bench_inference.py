@@ -6,6 +6,9 @@ analytically over a large matmul's FLOP/s measured in the same process). One
 time and peak resident memory of a fresh process doing only that.
 
     python benchmarks/bench_inference.py --device cpu --precision bf16 --json
+    python benchmarks/bench_inference.py --device cuda --precision bf16 --json
+
+The long file is encoded on the same device as the clips.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -40,6 +43,7 @@ from bestrq2_lobes.encoder import ViTEncoder  # noqa: E402
 from bestrq2_lobes.encoder_dir import write_encoder_dir  # noqa: E402
 from bestrq2_lobes.export import HPARAMS_TEMPLATE  # noqa: E402
 from bestrq2_lobes.frontend import LogMel  # noqa: E402
+from bestrq2_lobes.transformer import compile_blocks  # noqa: E402
 
 SR = 16000
 
@@ -47,13 +51,18 @@ ONE_HOUR = """
 import resource, sys, time, torch
 torch.set_num_threads({threads})
 from bestrq2_lobes.interface import BestRQ2EncoderInterface
-model = BestRQ2EncoderInterface.from_hparams(source=sys.argv[1])
+model = BestRQ2EncoderInterface.from_hparams(
+    source=sys.argv[1], run_opts={{"device": "{device}"}}
+)
 start = time.perf_counter()
-with torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
+with torch.autocast("{device_type}", dtype=torch.bfloat16, enabled={bf16}):
     frames = model.encode_file(sys.argv[2])
+if frames.is_cuda:
+    torch.cuda.synchronize()
 elapsed = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{{elapsed}} {{peak}} {{frames.shape[0]}} {{frames.shape[1]}}")
+gpu = torch.cuda.max_memory_allocated() / 2**20 if frames.is_cuda else 0.0
+print(f"{{elapsed}} {{peak}} {{frames.shape[0]}} {{frames.shape[1]}} {{gpu}}")
 """
 
 
@@ -72,14 +81,22 @@ def clip_flops(batch: int) -> float:
     return batch * (2 * 128 * 256 * 768 + transformer_flops(128, 768, 12))
 
 
-def one_hour(encoder_dir: Path, folder: Path, precision: str, minutes: float):
-    """Encodes a long file in a fresh process: (seconds, peak RSS MB, frames)."""
+def one_hour(encoder_dir: Path, folder: Path, precision: str, minutes: float, device):
+    """Encodes a long file in a fresh process on ``device``.
+
+    Returns (seconds, peak RSS MB, frames, peak CUDA memory MB or 0).
+    """
     path = folder / "long.flac"
     rng = np.random.default_rng(0)
     with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as fout:
         for _ in range(int(minutes)):
             fout.write((0.1 * rng.standard_normal(60 * SR)).astype(np.float32))
-    script = ONE_HOUR.format(threads=torch.get_num_threads(), bf16=precision == "bf16")
+    script = ONE_HOUR.format(
+        threads=torch.get_num_threads(),
+        bf16=precision == "bf16",
+        device=device,
+        device_type=device.type,
+    )
     out = subprocess.run(
         [sys.executable, "-c", script, str(encoder_dir), str(path)],
         capture_output=True,
@@ -87,7 +104,7 @@ def one_hour(encoder_dir: Path, folder: Path, precision: str, minutes: float):
         check=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     ).stdout.split()
-    return float(out[0]), float(out[1]), int(out[2])
+    return float(out[0]), float(out[1]), int(out[2]), float(out[4])
 
 
 def main(argv=None):
@@ -110,6 +127,8 @@ def main(argv=None):
         folder = Path(tmp)
         encoder_dir = paper_encoder_dir(folder)
         lobe = BestRQ2Encoder(encoder_dir, freeze=True).to(device)
+        if args.compile:
+            compile_blocks(lobe)
         wav = torch.randn(args.batch, 10 * SR, device=device)
 
         def encode():
@@ -128,11 +147,14 @@ def main(argv=None):
             flush=True,
         )
         start = time.perf_counter()
-        wall, rss, frames = one_hour(encoder_dir, folder, args.precision, args.minutes)
+        wall, rss, frames, gpu_mb = one_hour(
+            encoder_dir, folder, args.precision, args.minutes, device
+        )
+        gpu = f", peak CUDA memory {gpu_mb:,.0f} MB" if device.type == "cuda" else ""
         print(
-            f"{args.minutes:g}-minute file: encoded in {wall:.1f} s "
+            f"{args.minutes:g}-minute file on {device.type}: encoded in {wall:.1f} s "
             f"({args.minutes * 60 / wall:.0f}x real time), {frames} frames, peak "
-            f"RSS {rss:,.0f} MB (whole process, including writing the file: "
+            f"RSS {rss:,.0f} MB{gpu} (whole process, including writing the file: "
             f"{time.perf_counter() - start:.0f} s)",
             flush=True,
         )
@@ -148,6 +170,8 @@ def main(argv=None):
                 "long_file_minutes": args.minutes,
                 "wall_s_1h": wall,
                 "peak_rss_mb_1h": rss,
+                "peak_cuda_mb_1h": gpu_mb,
+                "compile": args.compile,
             }
         )
 

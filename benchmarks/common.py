@@ -113,7 +113,8 @@ def print_json(record: dict) -> None:
 def common_arguments(description: str, quick_help: str) -> argparse.ArgumentParser:
     """A parser with the options every benchmark takes.
 
-    ``--device``, ``--precision``, ``--batch``, ``--quick`` and ``--json``.
+    ``--device``, ``--precision``, ``--batch``, ``--quick``, ``--json`` and
+    ``--compile``.
     """
     parser = argparse.ArgumentParser(description=description)
     default = "cuda" if torch.cuda.is_available() else "cpu"
@@ -122,4 +123,9 @@ def common_arguments(description: str, quick_help: str) -> argparse.ArgumentPars
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each transformer block (bestrq2_lobes.compile_blocks)",
+    )
     return parser

@@ -18,6 +18,7 @@ from torch import nn
 from bestrq2_lobes.masking import gather_tokens
 from bestrq2_lobes.patches import PatchEmbedding, PatchGrid
 from bestrq2_lobes.position import SinCosPosition2d
+from bestrq2_lobes.transfer import to_device
 from bestrq2_lobes.transformer import TransformerStack, init_vit_weights
 
 
@@ -89,10 +90,17 @@ class ViTEncoder(nn.Module):
         )
         self.apply(init_vit_weights)
 
-    def positions(self, token_idx: torch.Tensor) -> torch.Tensor:
-        """(batch, S, D) positions of the tokens at (batch, S) grid indices."""
-        table = self.position(int(token_idx.max()) + 1, token_idx.device)
-        return table[token_idx]
+    def positions(
+        self, token_idx: torch.Tensor, num_tokens: int | None = None
+    ) -> torch.Tensor:
+        """(batch, S, D) positions of the tokens at (batch, S) grid indices.
+
+        ``num_tokens`` (the grid size, when the caller knows it) saves reading
+        the largest index back from the device.
+        """
+        if num_tokens is None:
+            num_tokens = int(token_idx.max()) + 1
+        return self.position(num_tokens, token_idx.device)[token_idx]
 
     def forward_tokens(
         self,
@@ -100,6 +108,7 @@ class ViTEncoder(nn.Module):
         token_idx: torch.Tensor,
         key_mask: torch.Tensor | None = None,
         return_hiddens: bool = False,
+        num_tokens: int | None = None,
     ):
         """Encodes already embedded tokens that sit at the given grid indices.
 
@@ -113,12 +122,15 @@ class ViTEncoder(nn.Module):
             (batch, S) bool, True on real tokens; None when all are real.
         return_hiddens : bool
             Also return the ``depth + 1`` hidden states.
+        num_tokens : int, optional
+            Tokens in the whole grid (above every index); found from
+            ``token_idx`` when not given.
 
         Returns
         -------
         torch.Tensor or (torch.Tensor, list of torch.Tensor)
         """
-        x = tokens + self.positions(token_idx).to(tokens.dtype)
+        x = tokens + self.positions(token_idx, num_tokens).to(tokens.dtype)
         return self.blocks(x, key_mask, return_hiddens=return_hiddens)
 
     def forward(
@@ -148,11 +160,12 @@ class ViTEncoder(nn.Module):
         batch, num_tokens, _ = patches.shape
         if num_frames is None:
             num_frames = torch.full((batch,), feats.shape[-1], dtype=torch.long)
-        valid = self.grid.token_mask(num_frames.cpu(), num_tokens).to(feats.device)
-        key_mask = None if bool(valid.all()) else valid
+        valid_cpu = self.grid.token_mask(num_frames.cpu(), num_tokens)
+        valid = to_device(valid_cpu, feats.device)
+        key_mask = None if bool(valid_cpu.all()) else valid
         token_idx = torch.arange(num_tokens, device=feats.device).expand(batch, -1)
         out = self.forward_tokens(
-            self.patch_embed(patches), token_idx, key_mask, return_hiddens
+            self.patch_embed(patches), token_idx, key_mask, return_hiddens, num_tokens
         )
         if return_hiddens:
             out = out[1]
@@ -200,4 +213,6 @@ def encode_visible(
     torch.Size([1, 2, 32])
     """
     visible = gather_tokens(patches, visible_idx)
-    return encoder.forward_tokens(encoder.patch_embed(visible), visible_idx, key_mask)
+    return encoder.forward_tokens(
+        encoder.patch_embed(visible), visible_idx, key_mask, num_tokens=patches.shape[1]
+    )

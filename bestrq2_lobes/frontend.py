@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torchaudio
 
+from bestrq2_lobes.transfer import to_device
+
 
 class LogMel(torch.nn.Module):
     """Log-mel spectrogram, fp32, with per-sample edge padding.
@@ -179,7 +181,7 @@ def reflect_tails(wav: torch.Tensor, lengths: torch.Tensor, width: int) -> torch
     tensor([[1., 2., 3., 2., 1., 0.]])
     """
     idx = torch.arange(wav.shape[1], device=wav.device).unsqueeze(0)
-    end = lengths.to(wav.device).long().unsqueeze(1)
+    end = to_device(lengths, wav.device).long().unsqueeze(1)
     tail = (idx >= end) & (idx < end + width)
     source = torch.where(tail, (2 * (end - 1) - idx).clamp(min=0), idx)
     return torch.where(tail, wav.gather(1, source), wav)

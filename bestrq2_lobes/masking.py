@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bestrq2_lobes.transfer import to_device
+
 
 @dataclass
 class MaskPlan:
@@ -123,11 +125,11 @@ class MaskSampler:
         batch = counts.shape[0]
         noise_shape = (1 if self.shared else batch, num_tokens)
         gen_device = generator.device if generator is not None else device
-        noise = torch.rand(noise_shape, generator=generator, device=gen_device).to(
-            device
+        noise = to_device(
+            torch.rand(noise_shape, generator=generator, device=gen_device), device
         )
         noise = noise.expand(batch, num_tokens)
-        counts_d, num_masked_d = counts.to(device), num_masked.to(device)
+        counts_d, num_masked_d = to_device(torch.stack([counts, num_masked]), device)
         valid = prefix_mask(counts_d, num_tokens)
         noise = torch.where(valid, noise, torch.full_like(noise, 2.0))
         rank = noise.argsort(dim=1).argsort(dim=1)
@@ -193,4 +195,4 @@ def prefix_mask(counts: torch.Tensor, length: int, device=None) -> torch.Tensor:
     """
     device = counts.device if device is None else device
     idx = torch.arange(length, device=device).unsqueeze(0)
-    return idx < counts.to(device).unsqueeze(1)
+    return idx < to_device(counts, device).unsqueeze(1)

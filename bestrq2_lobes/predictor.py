@@ -109,6 +109,7 @@ class Predictor(nn.Module):
         context_mask: torch.Tensor | None,
         masked_idx: torch.Tensor,
         masked_mask: torch.Tensor | None,
+        num_tokens: int | None = None,
     ) -> list[torch.Tensor]:
         """Predicts code logits at the masked cells.
 
@@ -122,6 +123,9 @@ class Predictor(nn.Module):
             (batch, K) grid indices of the masked cells.
         masked_mask : torch.Tensor, optional
             (batch, K) bool, True on real masked slots (None: all real).
+        num_tokens : int, optional
+            Tokens in the whole grid (above every index); found from
+            ``masked_idx`` when not given.
 
         Returns
         -------
@@ -129,7 +133,9 @@ class Predictor(nn.Module):
             One (batch, K, codebook_size) logit tensor per codebook.
         """
         ctx = self.input_proj(context)
-        table = self.position(int(masked_idx.max()) + 1, masked_idx.device)
+        if num_tokens is None:
+            num_tokens = int(masked_idx.max()) + 1
+        table = self.position(num_tokens, masked_idx.device)
         queries = self.mask_token.to(ctx.dtype) + table[masked_idx].to(ctx.dtype)
         x = torch.cat([ctx, queries], dim=1)
         key_mask = None

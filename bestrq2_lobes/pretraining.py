@@ -201,7 +201,9 @@ class BestRQ2(MaskedPretrainingModel):
         visible_mask = plan.visible_valid if padded else None
         masked_mask = plan.masked_valid if padded else None
         context = encode_visible(self.encoder, patches, plan.visible_idx, visible_mask)
-        logits = self.predictor(context, visible_mask, plan.masked_idx, masked_mask)
+        logits = self.predictor(
+            context, visible_mask, plan.masked_idx, masked_mask, patches.shape[1]
+        )
         return PretrainOutput(logits, targets, masked_mask, plan, valid_tokens, seconds)
 
 
@@ -296,7 +298,9 @@ class OneStageBestRQ(MaskedPretrainingModel):
         padded = bool((valid_tokens < num_tokens).any())
         key_mask = prefix_mask(valid_tokens, num_tokens, wav.device) if padded else None
         token_idx = torch.arange(num_tokens, device=wav.device).expand(batch, -1)
-        encoded = self.encoder.forward_tokens(tokens, token_idx, key_mask)
+        encoded = self.encoder.forward_tokens(
+            tokens, token_idx, key_mask, num_tokens=num_tokens
+        )
         logits = self.head(gather_tokens(encoded, plan.masked_idx))
         masked_mask = plan.masked_valid if padded else None
         return PretrainOutput(logits, targets, masked_mask, plan, valid_tokens, seconds)
@@ -332,9 +336,10 @@ def masked_prediction_loss(out: PretrainOutput) -> tuple[torch.Tensor, dict]:
     losses, correct, perplexity = [], [], []
     for q, logits in enumerate(out.logits):
         target = out.targets[..., q].reshape(-1)
-        flat = logits.reshape(-1, logits.shape[-1])
-        ce = F.cross_entropy(flat.float(), target, reduction="none")
+        flat = logits.reshape(-1, logits.shape[-1]).float()
+        ce = F.cross_entropy(flat, target, reduction="none")
         with torch.no_grad():
+            # on the fp32 copy: the CPU argmax of bf16 is several times slower
             hit = (flat.argmax(dim=-1) == target).float()
             counts = torch.zeros(flat.shape[-1], device=flat.device)
             counts.scatter_add_(

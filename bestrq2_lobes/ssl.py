@@ -31,6 +31,7 @@ from bestrq2_lobes.encoder_dir import (
     encoder_config,
     load_encoder_dir,
 )
+from bestrq2_lobes.transfer import to_device
 
 
 class BestRQ2Encoder(nn.Module):
@@ -50,8 +51,10 @@ class BestRQ2Encoder(nn.Module):
     config : dict, optional
         Config of the random encoder (see ``encoder_config``); ignored when
         ``source`` is given. Defaults to the paper configuration.
-    chunk_batch : int
-        Chunks encoded at once, which bounds memory on long audio.
+    chunk_batch : int, optional
+        Chunks (of ``crop_seconds``) encoded at once, which bounds memory on
+        long audio. Default: 16 on the CPU, 256 on a GPU (where small groups
+        would leave it waiting on Python).
 
     Example
     -------
@@ -74,7 +77,7 @@ class BestRQ2Encoder(nn.Module):
         freeze: bool = True,
         output_all_hiddens: bool = False,
         config: dict | None = None,
-        chunk_batch: int = 16,
+        chunk_batch: int | None = None,
     ):
         super().__init__()
         if source is not None:
@@ -187,9 +190,11 @@ class BestRQ2Encoder(nn.Module):
             layers, batch * num_chunks, per_chunk, self.output_dim, dtype=torch.float32
         )
         todo = torch.nonzero(piece_frames > 0).flatten()
-        for group in todo.split(self.chunk_batch):
-            out[:, group.to(out.device)] = self._encode_pieces(
-                pieces[group.to(wav.device)], piece_len[group], per_chunk
+        group_size = self.chunk_batch or (16 if wav.device.type == "cpu" else 256)
+        for group in todo.split(group_size):
+            group_d = to_device(group, wav.device)
+            out[:, group_d] = self._encode_pieces(
+                pieces[group_d], piece_len[group], per_chunk
             ).to(out.dtype)
         out = out.reshape(layers, batch, num_chunks * per_chunk, self.output_dim)
         frames = int(self.num_output_frames(lengths).max())

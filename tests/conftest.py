@@ -2,6 +2,7 @@
 
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,34 @@ def torchrun_cmd():
         ]
 
     return command
+
+
+@pytest.fixture(scope="session")
+def pretrain_args():
+    """``pretrain_args(data, out, *extra)``: the pretraining recipe on a tiny model.
+
+    The recipe and ``hparams/bestrq2_vit.yaml`` with overrides that shrink the
+    paper model to a CPU smoke size (width 32, one block, 32 mels, 64 codes),
+    reading ``data`` and writing ``out``; ``extra`` overrides are appended.
+    """
+    repo = Path(__file__).resolve().parents[1]
+
+    def args(data, out, *extra: str) -> list[str]:
+        return [
+            str(repo / "recipes" / "pretrain" / "train.py"),
+            str(repo / "hparams" / "bestrq2_vit.yaml"),
+            f"--data_folder={data}",
+            f"--output_folder={out}",
+            "--embed_dim=32",
+            "--depth=1",
+            "--num_heads=4",
+            "--predictor_depth=1",
+            "--codebook_size=64",
+            "--n_mels=32",
+            "--num_workers=0",
+            "--device=cpu",
+            "--noprogressbar",
+            *extra,
+        ]
+
+    return args

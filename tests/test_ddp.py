@@ -12,30 +12,18 @@ import pytest
 import soundfile as sf
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def args(data, out, batch_size, total_steps=4):
-    return [
-        str(REPO / "recipes" / "pretrain" / "train.py"),
-        str(REPO / "hparams" / "bestrq2_vit.yaml"),
-        f"--data_folder={data}",
-        f"--output_folder={out}",
+def args(pretrain_args, data, out, batch_size, total_steps=4):
+    return pretrain_args(
+        data,
+        out,
         f"--batch_size={batch_size}",
         f"--total_steps={total_steps}",
         "--drop_path=0.0",
-        "--embed_dim=32",
-        "--depth=1",
-        "--num_heads=4",
-        "--predictor_depth=1",
-        "--codebook_size=64",
-        "--n_mels=32",
         "--crop_seconds=1.5",
-        "--num_workers=0",
-        "--device=cpu",
-        "--noprogressbar",
-    ]
+    )
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -60,10 +48,12 @@ def final_encoder(out):
     return torch.load(ckpts[-1] / "encoder.ckpt", weights_only=True)
 
 
-def test_two_processes_follow_the_one_process_trajectory(data, tmp_path, torchrun_cmd):
+def test_two_processes_follow_the_one_process_trajectory(
+    data, tmp_path, torchrun_cmd, pretrain_args
+):
     one = tmp_path / "one"
     proc = subprocess.run(
-        [sys.executable, *args(data, one, batch_size=4)],
+        [sys.executable, *args(pretrain_args, data, one, batch_size=4)],
         env=ENV,
         capture_output=True,
         text=True,
@@ -72,7 +62,7 @@ def test_two_processes_follow_the_one_process_trajectory(data, tmp_path, torchru
     two = tmp_path / "two"
     proc = subprocess.run(
         torchrun_cmd(2)
-        + args(data, two, batch_size=2, total_steps=4)
+        + args(pretrain_args, data, two, batch_size=2, total_steps=4)
         + ["--distributed_backend=gloo"],
         env=ENV,
         capture_output=True,
@@ -82,17 +72,18 @@ def test_two_processes_follow_the_one_process_trajectory(data, tmp_path, torchru
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Pretraining finished: 4 optimiser steps" in proc.stdout
     a, b = final_encoder(one), final_encoder(two)
-    start = final_encoder_at_init(data, tmp_path)
+    start = final_encoder_at_init(pretrain_args, data, tmp_path)
     moved = max((a[k] - start[k]).abs().max().item() for k in a)
     assert moved > 1e-4  # training changed the weights...
     for key in a:  # ...and both runs changed them the same way
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
 
 
-def final_encoder_at_init(data, tmp_path):
+def final_encoder_at_init(pretrain_args, data, tmp_path):
     out = tmp_path / "init"
     proc = subprocess.run(
-        [sys.executable, *args(data, out, batch_size=4, total_steps=1)] + ["--lr=0.0"],
+        [sys.executable, *args(pretrain_args, data, out, batch_size=4, total_steps=1)]
+        + ["--lr=0.0"],
         env=ENV,
         capture_output=True,
         text=True,
@@ -101,9 +92,13 @@ def final_encoder_at_init(data, tmp_path):
     return final_encoder(out)
 
 
-def test_a_dying_rank_does_not_hang_the_others(data, tmp_path, torchrun_cmd):
+def test_a_dying_rank_does_not_hang_the_others(
+    data, tmp_path, torchrun_cmd, pretrain_args
+):
     out = tmp_path / "dying"
-    cmd = torchrun_cmd(2) + args(data, out, batch_size=2, total_steps=10_000)
+    cmd = torchrun_cmd(2) + args(
+        pretrain_args, data, out, batch_size=2, total_steps=10_000
+    )
     cmd += ["--distributed_backend=gloo", "--log_interval=1"]
     launcher = subprocess.Popen(
         cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

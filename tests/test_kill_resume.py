@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 TOTAL = 8
 
@@ -37,27 +36,18 @@ c.AtomicCheckpointer._save_one = _slow
 """
 
 
-def command(data, out):
+def command(pretrain_args, data, out):
     return [
         sys.executable,
-        str(REPO / "recipes" / "pretrain" / "train.py"),
-        str(REPO / "hparams" / "bestrq2_vit.yaml"),
-        f"--data_folder={data}",
-        f"--output_folder={out}",
-        f"--total_steps={TOTAL}",
-        "--ckpt_interval_steps=1",
-        "--log_interval=1",
-        "--embed_dim=32",
-        "--depth=1",
-        "--num_heads=4",
-        "--predictor_depth=1",
-        "--codebook_size=64",
-        "--n_mels=32",
-        "--crop_seconds=1.5",
-        "--batch_size=2",
-        "--num_workers=0",
-        "--device=cpu",
-        "--noprogressbar",
+        *pretrain_args(
+            data,
+            out,
+            f"--total_steps={TOTAL}",
+            "--ckpt_interval_steps=1",
+            "--log_interval=1",
+            "--crop_seconds=1.5",
+            "--batch_size=2",
+        ),
     ]
 
 
@@ -87,10 +77,17 @@ def data(tmp_path_factory):
     return folder
 
 
-def test_sigkill_anywhere_then_resume_matches_uninterrupted(data, tmp_path):
+def test_sigkill_anywhere_then_resume_matches_uninterrupted(
+    data, tmp_path, pretrain_args
+):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(command(data, reference), env=env, check=True, capture_output=True)
+    subprocess.run(
+        command(pretrain_args, data, reference),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     expected = dict(train_losses(reference))
     assert sorted(expected) == list(range(1, TOTAL + 1))
 
@@ -110,7 +107,7 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(data, tmp_path):
         marker.unlink(missing_ok=True)
         before = len(train_losses(out))
         proc = subprocess.Popen(
-            command(data, out),
+            command(pretrain_args, data, out),
             env=killed_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -129,7 +126,9 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(data, tmp_path):
     partial = list((out / "save").glob(".partial-*"))
     assert partial, "no kill landed inside a checkpoint write"
 
-    final = subprocess.run(command(data, out), env=env, capture_output=True, text=True)
+    final = subprocess.run(
+        command(pretrain_args, data, out), env=env, capture_output=True, text=True
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     assert f"Pretraining finished: {TOTAL} optimiser steps" in final.stdout
     assert not list((out / "save").glob(".partial-*"))

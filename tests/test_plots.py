@@ -34,7 +34,7 @@ def run(args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, pretrain_args):
     root = tmp_path_factory.mktemp("plots")
     audio = root / "audio"
     audio.mkdir()
@@ -47,24 +47,13 @@ def run_dir(tmp_path_factory):
         )
     out = root / "run"
     run(
-        [
-            "recipes/pretrain/train.py",
-            "hparams/bestrq2_vit.yaml",
-            f"--data_folder={audio}",
-            f"--output_folder={out}",
-            "--embed_dim=32",
-            "--depth=1",
-            "--num_heads=4",
-            "--predictor_depth=1",
-            "--codebook_size=64",
-            "--n_mels=32",
+        pretrain_args(
+            audio,
+            out,
             "--batch_size=2",
-            "--num_workers=0",
             "--total_steps=4",
             "--log_interval=1",
-            "--device=cpu",
-            "--noprogressbar",
-        ]
+        )
     )
     return out, audio
 

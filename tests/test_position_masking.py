@@ -81,6 +81,8 @@ def test_encoder_positions_by_token_index():
     assert torch.equal(got, p10[0][scattered])
     coords = enc.grid.coordinates(128)
     assert torch.equal(got[1, 2], sincos_2d(coords[127], 32))
+    # Given the grid size, the table is the same without reading the indices back.
+    assert torch.equal(enc.positions(scattered, num_tokens=128), got)
 
 
 def test_rows_differ_by_frequency_row():

@@ -102,6 +102,23 @@ def test_debug_run_each_hparams(hparams, extra, audio_folder, tmp_path):
     assert all(np.isfinite(m["loss"]) for m in metrics)
 
 
+def test_compile_flag_compiles_the_transformer_stacks(audio_folder, tmp_path):
+    out = tmp_path / "out"
+    proc = run_recipe(
+        "bestrq2_vit.yaml",
+        f"--data_folder={audio_folder}",
+        f"--output_folder={out}",
+        "--debug",
+        "--compile",
+        *TINY,
+        *TWO_STEP,
+        timeout=600,
+    )
+    assert "2 transformer blocks compiled" in proc.stdout + proc.stderr
+    assert "Pretraining finished" in proc.stdout
+    assert all(np.isfinite(m["loss"]) for m in read_metrics(out))
+
+
 def test_demo_mode_announces_and_runs(tmp_path):
     out = tmp_path / "demo"
     proc = run_recipe(

@@ -13,7 +13,6 @@ import torch
 
 from bestrq2_lobes.checkpointing import AtomicCheckpointer, CheckpointWriteError
 
-REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 
 # Injected into the run under test only (sitecustomize runs before the recipe).
@@ -63,7 +62,7 @@ def setup(tmp_path_factory):
     return audio, hook
 
 
-def run(setup, out, *extra, **env_extra):
+def run(pretrain_args, setup, out, *extra, **env_extra):
     audio, hook = setup
     env = {
         **os.environ,
@@ -73,24 +72,15 @@ def run(setup, out, *extra, **env_extra):
     }
     cmd = [
         sys.executable,
-        str(REPO / "recipes" / "pretrain" / "train.py"),
-        str(REPO / "hparams" / "bestrq2_vit.yaml"),
-        f"--data_folder={audio}",
-        f"--output_folder={out}",
-        "--embed_dim=32",
-        "--depth=1",
-        "--num_heads=4",
-        "--predictor_depth=1",
-        "--codebook_size=64",
-        "--n_mels=32",
-        "--crop_seconds=1.5",
-        "--batch_size=2",
-        "--num_workers=0",
-        "--log_interval=1",
-        "--ckpt_interval_steps=1",
-        "--device=cpu",
-        "--noprogressbar",
-        *extra,
+        *pretrain_args(
+            audio,
+            out,
+            "--crop_seconds=1.5",
+            "--batch_size=2",
+            "--log_interval=1",
+            "--ckpt_interval_steps=1",
+            *extra,
+        ),
     ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -102,9 +92,9 @@ def read_train(out):
     return [r for r in map(json.loads, lines) if r["stage"] == "train"]
 
 
-def test_nonfinite_updates_are_skipped_and_counted(setup, tmp_path):
+def test_nonfinite_updates_are_skipped_and_counted(setup, tmp_path, pretrain_args):
     out = tmp_path / "skip"
-    proc = run(setup, out, "--total_steps=5", NAN_CALLS="2:3")
+    proc = run(pretrain_args, setup, out, "--total_steps=5", NAN_CALLS="2:3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Pretraining finished: 5 optimiser steps" in proc.stdout
     records = read_train(out)
@@ -114,10 +104,17 @@ def test_nonfinite_updates_are_skipped_and_counted(setup, tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
-def test_too_many_nonfinite_updates_stop_with_a_clear_error(setup, tmp_path):
+def test_too_many_nonfinite_updates_stop_with_a_clear_error(
+    setup, tmp_path, pretrain_args
+):
     out = tmp_path / "stop"
     proc = run(
-        setup, out, "--total_steps=50", "--nonfinite_patience=3", NAN_CALLS="3:999"
+        pretrain_args,
+        setup,
+        out,
+        "--total_steps=50",
+        "--nonfinite_patience=3",
+        NAN_CALLS="3:999",
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
@@ -128,9 +125,11 @@ def test_too_many_nonfinite_updates_stop_with_a_clear_error(setup, tmp_path):
     assert all(torch.isfinite(v).all() for v in state.values())
 
 
-def test_failing_checkpoint_write_stops_and_keeps_the_previous(setup, tmp_path):
+def test_failing_checkpoint_write_stops_and_keeps_the_previous(
+    setup, tmp_path, pretrain_args
+):
     out = tmp_path / "full"
-    proc = run(setup, out, "--total_steps=50", FAIL_SAVE_AFTER="12")
+    proc = run(pretrain_args, setup, out, "--total_steps=50", FAIL_SAVE_AFTER="12")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: could not write checkpoint")

@@ -53,6 +53,7 @@ from bestrq2_lobes.manifest import (
 from bestrq2_lobes.optim import parameter_groups
 from bestrq2_lobes.pretraining import masked_prediction_loss
 from bestrq2_lobes.seeding import stable_seed
+from bestrq2_lobes.transformer import compile_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,29 @@ class PretrainBrain(sb.core.Brain):
         tracker["audio_seconds"] += predictions.audio_seconds
         tracker["tokens"] += int(predictions.valid_tokens.sum())
         return loss
+
+    def _compile(self):
+        """``--compile``: one ``torch.compile`` graph per transformer stack.
+
+        SpeechBrain would compile whole modules; here the masking, gathers and
+        quantizer around the stacks depend on each batch's lengths and stay
+        eager (``bestrq2_lobes.transformer.compile_blocks``). Shapes are dynamic
+        unless told otherwise. ``--compile_module_keys`` keeps SpeechBrain's way.
+        """
+        if self.compile and self.compile_module_keys is None:
+            count = compile_blocks(
+                self.modules.model,
+                mode=self.compile_mode,
+                fullgraph=self.compile_using_fullgraph,
+                dynamic=True if self.compile_using_dynamic_shape_tracing else None,
+            )
+            logger.info(
+                "--compile: %d transformer blocks compiled (torch.compile, mode %s)",
+                count,
+                self.compile_mode,
+            )
+            self.compile = False
+        super()._compile()
 
     def init_optimizers(self):
         """AdamW over explicit parameter groups (norms/biases optionally exempt)."""
