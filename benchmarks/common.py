@@ -126,6 +126,7 @@ def common_arguments(description: str, quick_help: str) -> argparse.ArgumentPars
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile each transformer block (bestrq2_lobes.compile_blocks)",
+        help="one torch.compile graph per transformer stack "
+        "(bestrq2_lobes.transformer.compile_blocks)",
     )
     return parser

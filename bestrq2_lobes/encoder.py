@@ -93,14 +93,8 @@ class ViTEncoder(nn.Module):
     def positions(
         self, token_idx: torch.Tensor, num_tokens: int | None = None
     ) -> torch.Tensor:
-        """(batch, S, D) positions of the tokens at (batch, S) grid indices.
-
-        ``num_tokens`` (the grid size, when the caller knows it) saves reading
-        the largest index back from the device.
-        """
-        if num_tokens is None:
-            num_tokens = int(token_idx.max()) + 1
-        return self.position(num_tokens, token_idx.device)[token_idx]
+        """(batch, S, D) positions of the tokens at (batch, S) grid indices."""
+        return self.position.at(token_idx, num_tokens)
 
     def forward_tokens(
         self,

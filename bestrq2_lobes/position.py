@@ -81,3 +81,22 @@ class SinCosPosition2d(torch.nn.Module):
             coords = torch.stack([idx % self.freq_rows, idx // self.freq_rows], -1)
             self._table = sincos_2d(coords, self.dim)
         return self._table[:num_tokens]
+
+    def at(
+        self, token_idx: torch.Tensor, num_tokens: int | None = None
+    ) -> torch.Tensor:
+        """(..., dim) positions of the tokens at the given grid indices.
+
+        ``num_tokens`` (the grid size, when the caller knows it) saves reading
+        the largest index back from the device.
+
+        Example
+        -------
+        >>> pos = SinCosPosition2d(dim=16, freq_rows=8)
+        >>> idx = torch.tensor([[3, 17]])
+        >>> torch.equal(pos.at(idx), pos.at(idx, num_tokens=128))
+        True
+        """
+        if num_tokens is None:
+            num_tokens = int(token_idx.max()) + 1
+        return self(num_tokens, token_idx.device)[token_idx]

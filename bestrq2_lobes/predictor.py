@@ -133,10 +133,8 @@ class Predictor(nn.Module):
             One (batch, K, codebook_size) logit tensor per codebook.
         """
         ctx = self.input_proj(context)
-        if num_tokens is None:
-            num_tokens = int(masked_idx.max()) + 1
-        table = self.position(num_tokens, masked_idx.device)
-        queries = self.mask_token.to(ctx.dtype) + table[masked_idx].to(ctx.dtype)
+        positions = self.position.at(masked_idx, num_tokens).to(ctx.dtype)
+        queries = self.mask_token.to(ctx.dtype) + positions
         x = torch.cat([ctx, queries], dim=1)
         key_mask = None
         if context_mask is not None or masked_mask is not None:
