@@ -39,18 +39,18 @@ from common import (  # noqa: E402
 )
 
 from bestrq2_lobes import BestRQ2Encoder  # noqa: E402
-from bestrq2_lobes.encoder import ViTEncoder  # noqa: E402
-from bestrq2_lobes.encoder_dir import write_encoder_dir  # noqa: E402
-from bestrq2_lobes.export import HPARAMS_TEMPLATE  # noqa: E402
-from bestrq2_lobes.frontend import LogMel  # noqa: E402
-from bestrq2_lobes.transformer import compile_blocks  # noqa: E402
+from bestrq2_lobes.lobe.encoder_dir import write_encoder_dir  # noqa: E402
+from bestrq2_lobes.lobe.export import HPARAMS_TEMPLATE  # noqa: E402
+from bestrq2_lobes.model.encoder import ViTEncoder  # noqa: E402
+from bestrq2_lobes.model.frontend import LogMel  # noqa: E402
+from bestrq2_lobes.model.transformer import compile_blocks  # noqa: E402
 
 SR = 16000
 
 ONE_HOUR = """
 import resource, sys, time, torch
 torch.set_num_threads({threads})
-from bestrq2_lobes.interface import BestRQ2EncoderInterface
+from bestrq2_lobes.lobe.interface import BestRQ2EncoderInterface
 model = BestRQ2EncoderInterface.from_hparams(
     source=sys.argv[1], run_opts={{"device": "{device}"}}
 )

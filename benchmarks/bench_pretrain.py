@@ -22,7 +22,7 @@ their ratio compares equal work, and the median over rounds spans the ratios.
         --without_speechbrain
 
 ``--compile`` compiles each transformer stack of our models
-(``bestrq2_lobes.transformer.compile_blocks``) and each Conformer layer of
+(``bestrq2_lobes.model.transformer.compile_blocks``) and each Conformer layer of
 SpeechBrain's; the compilation happens in the untimed steps.
 
 Authors
@@ -53,19 +53,19 @@ from common import (  # noqa: E402
     transformer_flops,
 )
 
-from bestrq2_lobes.cpu_memory import retain_freed_memory  # noqa: E402
-from bestrq2_lobes.encoder import ViTEncoder  # noqa: E402
-from bestrq2_lobes.frontend import LogMel  # noqa: E402
-from bestrq2_lobes.masking import MaskSampler  # noqa: E402
-from bestrq2_lobes.predictor import Predictor  # noqa: E402
-from bestrq2_lobes.pretraining import (  # noqa: E402
+from bestrq2_lobes.model.encoder import ViTEncoder  # noqa: E402
+from bestrq2_lobes.model.frontend import LogMel  # noqa: E402
+from bestrq2_lobes.model.masking import MaskSampler  # noqa: E402
+from bestrq2_lobes.model.predictor import Predictor  # noqa: E402
+from bestrq2_lobes.model.pretraining import (  # noqa: E402
     BestRQ2,
     OneStageBestRQ,
     OneStageHead,
     masked_prediction_loss,
 )
-from bestrq2_lobes.quantizer import RandomProjectionQuantizer  # noqa: E402
-from bestrq2_lobes.transformer import compile_blocks  # noqa: E402
+from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer  # noqa: E402
+from bestrq2_lobes.model.transformer import compile_blocks  # noqa: E402
+from bestrq2_lobes.training.cpu_memory import retain_freed_memory  # noqa: E402
 
 SR = 16000
 CLIP = 10.0

@@ -127,6 +127,6 @@ def common_arguments(description: str, quick_help: str) -> argparse.ArgumentPars
         "--compile",
         action="store_true",
         help="one torch.compile graph per transformer stack "
-        "(bestrq2_lobes.transformer.compile_blocks)",
+        "(bestrq2_lobes.model.transformer.compile_blocks)",
     )
     return parser

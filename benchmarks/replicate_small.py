@@ -323,7 +323,7 @@ def main(argv=None) -> int:
                     [
                         sys.executable,
                         "-m",
-                        "bestrq2_lobes.export",
+                        "bestrq2_lobes.lobe.export",
                         run_dir,
                         encoder_dir,
                     ],

@@ -5,9 +5,9 @@ import importlib
 import pytest
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.encoder_dir import write_encoder_dir
-from bestrq2_lobes.frontend import LogMel
+from bestrq2_lobes.lobe.encoder_dir import write_encoder_dir
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
 
 SR = 16000
 MODULES = [

@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.audio.
+"""Tests for bestrq2_lobes.data.audio.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from bestrq2_lobes.audio import (
+from bestrq2_lobes.data.audio import (
     AudioError,
     AudioInfo,
     check_audio,

@@ -1,4 +1,4 @@
-"""Tests of bestrq2_lobes.cpu_memory: freed memory is reused without page faults.
+"""Tests of training.cpu_memory: freed memory is reused without page faults.
 
 Run in fresh subprocesses, so the setting does not leak into the test process.
 """
@@ -10,7 +10,7 @@ import pytest
 
 CHURN = """
 import resource, sys, torch
-from bestrq2_lobes.cpu_memory import retain_freed_memory
+from bestrq2_lobes.training.cpu_memory import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else None
 for _ in range(3):  # warm-up: the heap reaches its size
     torch.ones(16 * 2**20)

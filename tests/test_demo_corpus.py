@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.demo_corpus.
+"""Tests for bestrq2_lobes.data.demo_corpus.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bestrq2_lobes import demo_corpus
-from bestrq2_lobes.audio import check_audio
-from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, FAMILIES, make_demo_corpus
-from bestrq2_lobes.manifest import prepare_folder
+from bestrq2_lobes.data import demo_corpus
+from bestrq2_lobes.data.audio import check_audio
+from bestrq2_lobes.data.demo_corpus import DEMO_DESCRIPTION, FAMILIES, make_demo_corpus
+from bestrq2_lobes.data.manifest import prepare_folder
 
 ARGS = dict(num_clips=6, seed=5, min_seconds=1.0, max_seconds=2.0, progress=False)
 

@@ -13,14 +13,14 @@ import copy
 import pytest
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.frontend import LogMel
-from bestrq2_lobes.masking import MaskSampler
-from bestrq2_lobes.predictor import Predictor
-from bestrq2_lobes.pretraining import BestRQ2, masked_prediction_loss
-from bestrq2_lobes.quantizer import RandomProjectionQuantizer
-from bestrq2_lobes.transfer import to_device
-from bestrq2_lobes.transformer import compile_blocks
+from bestrq2_lobes.model.device_copy import to_device
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
+from bestrq2_lobes.model.masking import MaskSampler
+from bestrq2_lobes.model.predictor import Predictor
+from bestrq2_lobes.model.pretraining import BestRQ2, masked_prediction_loss
+from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.transformer import compile_blocks
 
 
 def _tiny_model(drop_path: float) -> BestRQ2:

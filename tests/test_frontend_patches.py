@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.frontend and bestrq2_lobes.patches.
+"""Tests for bestrq2_lobes.model.frontend and bestrq2_lobes.model.patches.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -9,8 +9,8 @@ import torch
 import torchaudio
 from torch.nn import functional as F
 
-from bestrq2_lobes.frontend import LogMel, reflect_tails
-from bestrq2_lobes.patches import PatchEmbedding, PatchGrid
+from bestrq2_lobes.model.frontend import LogMel, reflect_tails
+from bestrq2_lobes.model.patches import PatchEmbedding, PatchGrid
 
 SR = 16000
 

@@ -20,19 +20,32 @@ import soundfile as sf
 SR = 16000
 TOTAL = 8
 
-# Injected into the killed runs only: each parameter-file write pauses and
-# leaves a marker, so the test can kill the process inside a checkpoint write.
-SLOW_SAVE = """
+# Injected into the killed runs only (as ``sitecustomize``): the process stops
+# at a known point and waits there until the test kills it, so every kill lands
+# where it is meant to, however loaded the machine is. ``PAUSE_AT_SAVE=n`` picks
+# the n-th checkpoint save of the process; ``PAUSE_WHERE=before`` pauses before
+# that save starts (between two steps), ``inside`` while its first parameter
+# file is being written (the checkpoint's temporary folder exists, half full).
+PAUSE_HOOK = """
 import os, time
-import bestrq2_lobes.checkpointing as c
-_orig = c.AtomicCheckpointer._save_one
-def _slow(self, key, obj, path):
-    marker = os.environ.get("SLOW_SAVE_MARKER")
-    if marker:
-        open(marker, "a").write(f"{path}\\n")
-        time.sleep(0.3)
-    return _orig(self, key, obj, path)
-c.AtomicCheckpointer._save_one = _slow
+import bestrq2_lobes.training.checkpointing as c
+_save, _save_one = c.AtomicCheckpointer.save_checkpoint, c.AtomicCheckpointer._save_one
+_count = [0]
+def _pause(where):
+    nth = int(os.environ["PAUSE_AT_SAVE"])
+    if os.environ.get("PAUSE_WHERE") == where and _count[0] == nth:
+        open(os.environ["PAUSE_MARKER"], "w").write(where)
+        while True:
+            time.sleep(1)
+def save_checkpoint(self, *args, **kwargs):
+    _count[0] += 1
+    _pause("before")
+    return _save(self, *args, **kwargs)
+def _save_one_paused(self, key, obj, path):
+    _pause("inside")
+    return _save_one(self, key, obj, path)
+c.AtomicCheckpointer.save_checkpoint = save_checkpoint
+c.AtomicCheckpointer._save_one = _save_one_paused
 """
 
 
@@ -93,34 +106,32 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(
 
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_SAVE)
-    marker = tmp_path / "saving.txt"
-    killed_env = {
-        **env,
-        "PYTHONPATH": f"{hook}{os.pathsep}{env.get('PYTHONPATH', '')}",
-        "SLOW_SAVE_MARKER": str(marker),
-    }
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    marker = tmp_path / "paused.txt"
     out = tmp_path / "killed"
-    # kill after the first logged step k (k = 1, 3, 5, 6), and once mid-write
-    kill_points = [("step", 1), ("write", None), ("step", 3), ("step", 5), ("step", 6)]
-    for kind, step in kill_points:
+    # Each run resumes from the last complete checkpoint and is killed where it
+    # pauses: before its 2nd save, inside its 2nd save (a half-written
+    # checkpoint), before its 3rd save, and inside its 1st save, which leaves a
+    # temporary folder for the final run to clean up.
+    kill_points = [("before", 2), ("inside", 2), ("before", 3), ("inside", 1)]
+    for where, nth_save in kill_points:
         marker.unlink(missing_ok=True)
-        before = len(train_losses(out))
         proc = subprocess.Popen(
             command(pretrain_args, data, out),
-            env=killed_env,
+            env={
+                **env,
+                "PYTHONPATH": f"{hook}{os.pathsep}{env.get('PYTHONPATH', '')}",
+                "PAUSE_MARKER": str(marker),
+                "PAUSE_WHERE": where,
+                "PAUSE_AT_SAVE": str(nth_save),
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline:
-            logged = train_losses(out)
-            if kind == "step" and logged and logged[-1][0] >= step:
-                break
-            if kind == "write" and len(logged) > before and marker.exists():
-                break
+        # no race: the process waits at the pause point until it is killed
+        while proc.poll() is None and not marker.exists():
             time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
+        assert proc.poll() is None, f"the run ended before its pause ({where})"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     partial = list((out / "save").glob(".partial-*"))

@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.manifest.
+"""Tests for bestrq2_lobes.data.manifest.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bestrq2_lobes.manifest import (
+from bestrq2_lobes.data.manifest import (
     ManifestError,
     prepare_folder,
     read_manifest,
@@ -197,7 +197,7 @@ def test_prepare_folder(tmp_path, caplog):
     for i in range(7):
         _audio(data / "more" / f"{i}.flac", 0.6)
     save = tmp_path / "save"
-    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.manifest"):
+    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.manifest"):
         out = prepare_folder(data, save, 0.5, valid_fraction=0.2, progress=False)
     assert "scanned 13 files: 10 usable" in caplog.text
     assert "3 skipped -> see" in caplog.text
@@ -215,7 +215,7 @@ def test_prepare_folder(tmp_path, caplog):
     # A second call with the same options does nothing.
     mtime = os.stat(out["train_csv"]).st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.manifest"):
+    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.manifest"):
         assert prepare_folder(data, save, 0.5, 0.2, progress=False) == out
     assert "up to date" in caplog.text
     assert os.stat(out["train_csv"]).st_mtime_ns == mtime

@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.optim.
+"""Tests for bestrq2_lobes.training.optim.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.optim import WarmupCosineScheduler, parameter_groups
-from bestrq2_lobes.pretraining import OneStageHead
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.pretraining import OneStageHead
+from bestrq2_lobes.training.optim import WarmupCosineScheduler, parameter_groups
 
 
 def _module():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bestrq2_lobes.probe_chart import plot_results
+from bestrq2_lobes.plots.probe_chart import plot_results
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000

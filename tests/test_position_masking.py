@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.position and bestrq2_lobes.masking.
+"""Tests for bestrq2_lobes.model.position and bestrq2_lobes.model.masking.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -9,14 +9,10 @@ import math
 import pytest
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.masking import (
-    MaskSampler,
-    gather_tokens,
-    masked_count,
-    prefix_mask,
-)
-from bestrq2_lobes.position import SinCosPosition2d, sincos_2d
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.masking import MaskSampler, masked_count
+from bestrq2_lobes.model.position import SinCosPosition2d, sincos_2d
+from bestrq2_lobes.model.tokens import gather_tokens, prefix_mask
 
 # ----------------------------------------------------------------- position
 

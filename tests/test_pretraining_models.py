@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.pretraining (BestRQ2, OneStageBestRQ, the loss).
+"""Tests for bestrq2_lobes.model.pretraining (BestRQ2, OneStageBestRQ, the loss).
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -10,18 +10,19 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.frontend import LogMel
-from bestrq2_lobes.masking import MaskSampler, gather_tokens
-from bestrq2_lobes.predictor import Predictor
-from bestrq2_lobes.pretraining import (
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
+from bestrq2_lobes.model.masking import MaskSampler
+from bestrq2_lobes.model.predictor import Predictor
+from bestrq2_lobes.model.pretraining import (
     BestRQ2,
     OneStageBestRQ,
     OneStageHead,
     PretrainOutput,
     masked_prediction_loss,
 )
-from bestrq2_lobes.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.tokens import gather_tokens
 
 SR = 16000
 DIM, HEADS, MELS, CODES = 32, 4, 32, 64

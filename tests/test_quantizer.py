@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.quantizer.
+"""Tests for bestrq2_lobes.model.quantizer.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from bestrq2_lobes.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
 
 INPUT_DIM, CODE_DIM, CODES = 256, 16, 64
 

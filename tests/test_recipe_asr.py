@@ -19,9 +19,9 @@ import soundfile as sf
 import torch
 
 from bestrq2_lobes import BestRQ2Encoder
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.encoder_dir import encoder_config, write_encoder_dir
-from bestrq2_lobes.frontend import LogMel
+from bestrq2_lobes.lobe.encoder_dir import encoder_config, write_encoder_dir
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_DIR = REPO / "recipes" / "asr"

@@ -33,7 +33,7 @@ import probe_prepare  # noqa: E402
 import probe_report  # noqa: E402
 import probe_tasks  # noqa: E402
 
-from bestrq2_lobes import probe_chart as probe_plots  # noqa: E402
+from bestrq2_lobes.plots.run_plots import probe_chart as probe_plots  # noqa: E402
 
 
 def run_recipe(*args, timeout=240, launcher=None, check=True):
@@ -203,7 +203,7 @@ def test_event_tag_preparation(tmp_path):
 
 
 def test_logmel_embedding_is_per_clip_mean_and_std():
-    from bestrq2_lobes.frontend import LogMel
+    from bestrq2_lobes.model.frontend import LogMel
 
     frontend = LogMel(n_mels=16)
     embedder = probe_embed.LogMelEmbedder(frontend)
@@ -331,9 +331,9 @@ def test_logmel_baseline_single_task_mode(tiny_suite, tmp_path):
 
 
 def test_exported_encoder_dir(tiny_suite, tmp_path):
-    from bestrq2_lobes.encoder import ViTEncoder
-    from bestrq2_lobes.encoder_dir import write_encoder_dir
-    from bestrq2_lobes.frontend import LogMel
+    from bestrq2_lobes.lobe.encoder_dir import write_encoder_dir
+    from bestrq2_lobes.model.encoder import ViTEncoder
+    from bestrq2_lobes.model.frontend import LogMel
 
     torch.manual_seed(0)
     enc_dir = write_encoder_dir(
@@ -367,9 +367,9 @@ def load_train_module():
 def test_random_baseline_takes_encoder_dir_architecture(tmp_path):
     probe_train = load_train_module()
     from bestrq2_lobes import BestRQ2Encoder
-    from bestrq2_lobes.encoder import ViTEncoder
-    from bestrq2_lobes.encoder_dir import encoder_config, write_encoder_dir
-    from bestrq2_lobes.frontend import LogMel
+    from bestrq2_lobes.lobe.encoder_dir import encoder_config, write_encoder_dir
+    from bestrq2_lobes.model.encoder import ViTEncoder
+    from bestrq2_lobes.model.frontend import LogMel
 
     encoder = ViTEncoder(n_mels=32, embed_dim=16, depth=2, num_heads=2)
     enc_dir = write_encoder_dir(tmp_path / "enc", LogMel(n_mels=32), encoder, 10.0)
@@ -382,7 +382,7 @@ def test_random_baseline_takes_encoder_dir_architecture(tmp_path):
     }
     embedder, description, _ = probe_train.build_embedder(hparams)
     assert description.startswith("Baseline random: the architecture of")
-    assert embedder.dim == 16 and embedder.ssl.num_layers == 2
+    assert embedder.dim == 16 and embedder.ssl.depth == 2
     weights = embedder.ssl.encoder.patch_embed.proj.weight
     assert not torch.equal(weights, encoder.patch_embed.proj.weight)
     with pytest.raises(probe_tasks.TaskError, match="--baseline must be"):

@@ -163,7 +163,7 @@ def test_tsv_reading_matching_and_errors(tmp_path):
     # reused: a different train TSV with the same output folder is refused
     other = tmp_path / "o.tsv"
     other.write_text(HEADER + "a.wav\t0\t1\tbird\n")
-    with pytest.raises(LabelError, match="differs"):
+    with pytest.raises(LabelError, match="made from other labels"):
         prepare_labels(tmp_path / "labels.json", str(other))
     bad = tmp_path / "weak.tsv"
     bad.write_text("filename\tevent_labels\na.wav\tdog\n")
@@ -295,9 +295,9 @@ def test_debug_run_exported_encoder_linear_head(scenes, tmp_path):
     needs_metrics()
     import torch
 
-    from bestrq2_lobes.encoder import ViTEncoder
-    from bestrq2_lobes.encoder_dir import write_encoder_dir
-    from bestrq2_lobes.frontend import LogMel
+    from bestrq2_lobes.lobe.encoder_dir import write_encoder_dir
+    from bestrq2_lobes.model.encoder import ViTEncoder
+    from bestrq2_lobes.model.frontend import LogMel
 
     torch.manual_seed(0)
     enc_dir = write_encoder_dir(

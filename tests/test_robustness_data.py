@@ -29,9 +29,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 
-from bestrq2_lobes.audio import read_segment
-from bestrq2_lobes.manifest import prepare_folder, read_manifest, scan_audio_folder
-from bestrq2_lobes.pretraining import masked_prediction_loss
+from bestrq2_lobes.data.audio import read_segment
+from bestrq2_lobes.data.manifest import prepare_folder, read_manifest, scan_audio_folder
+from bestrq2_lobes.model.pretraining import masked_prediction_loss
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "pretrain" / "train.py"
@@ -216,7 +216,7 @@ def test_handled_files_are_resampled_and_downmixed(data_folder):
 
 RSS_SCRIPT = """
 import json, sys
-from bestrq2_lobes.audio import check_audio, read_segment
+from bestrq2_lobes.data.audio import check_audio, read_segment
 
 def peak_kb():
     for line in open("/proc/self/status"):
@@ -259,7 +259,7 @@ def test_one_hour_file_reads_only_the_crop(data_folder):
 
 SCAN_SCRIPT = """
 import json, sys
-from bestrq2_lobes.manifest import scan_audio_folder
+from bestrq2_lobes.data.manifest import scan_audio_folder
 print(json.dumps(scan_audio_folder(sys.argv[1], 0.5, progress=False)[1]))
 """
 

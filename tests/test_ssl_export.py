@@ -13,8 +13,7 @@ import torch
 import yaml
 
 from bestrq2_lobes import BestRQ2Encoder, WeightedLayerSum
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.encoder_dir import (
+from bestrq2_lobes.lobe.encoder_dir import (
     PRETRAIN_CONFIG,
     EncoderDirError,
     encoder_config,
@@ -23,9 +22,10 @@ from bestrq2_lobes.encoder_dir import (
     write_config,
     write_encoder_dir,
 )
-from bestrq2_lobes.export import export, find_checkpoint
-from bestrq2_lobes.frontend import LogMel
-from bestrq2_lobes.interface import BestRQ2EncoderInterface
+from bestrq2_lobes.lobe.export import export, find_checkpoint
+from bestrq2_lobes.lobe.interface import BestRQ2EncoderInterface
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +84,13 @@ def test_export_round_trip_same_outputs(tmp_path):
 
 def test_export_cli_one_line_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bestrq2_lobes.export", str(tmp_path), str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bestrq2_lobes.lobe.export",
+            str(tmp_path),
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -223,7 +229,7 @@ def test_all_hiddens_and_weighted_layer_sum():
     last.load_state_dict(lobe.state_dict())
     torch.testing.assert_close(hiddens[-1], last(wav), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(hiddens[0], hiddens[-1])
-    layer_sum = WeightedLayerSum(lobe.num_layers + 1, layer_norm=True)
+    layer_sum = WeightedLayerSum(lobe.num_layers, layer_norm=True)
     mixed = layer_sum(hiddens)
     assert mixed.shape == (2, 3, 32)
     mixed.sum().backward()

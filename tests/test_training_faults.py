@@ -11,7 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from bestrq2_lobes.checkpointing import AtomicCheckpointer, CheckpointWriteError
+from bestrq2_lobes.training.checkpointing import (
+    AtomicCheckpointer,
+    CheckpointWriteError,
+)
 
 SR = 16000
 
@@ -19,7 +22,7 @@ SR = 16000
 HOOKS = """
 import errno, os
 import torch
-import bestrq2_lobes.pretraining as p
+import bestrq2_lobes.model.pretraining as p
 
 _loss = p.masked_prediction_loss
 _calls = [0]

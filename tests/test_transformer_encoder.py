@@ -1,4 +1,4 @@
-"""Tests for bestrq2_lobes.transformer, bestrq2_lobes.encoder and the predictor size.
+"""Tests for model.transformer, model.encoder and the predictor size.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder, encode_visible
-from bestrq2_lobes.frontend import LogMel
-from bestrq2_lobes.predictor import Predictor
-from bestrq2_lobes.transformer import (
+from bestrq2_lobes.model.encoder import ViTEncoder, encode_visible
+from bestrq2_lobes.model.frontend import LogMel
+from bestrq2_lobes.model.predictor import Predictor
+from bestrq2_lobes.model.transformer import (
     Block,
     DropPath,
     SelfAttention,

@@ -20,8 +20,8 @@ import os
 
 import torch
 
-from bestrq2_lobes import ssl
-from bestrq2_lobes.encoder_dir import EncoderDirError
+from bestrq2_lobes.lobe import frozen_encoder as ssl
+from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
 
 ENV_VAR = "BESTRQ2_ENCODER_DIR"
 
@@ -37,7 +37,7 @@ class BestRQ2XaresEncoder(torch.nn.Module):
     >>> BestRQ2XaresEncoder()
     Traceback (most recent call last):
     ...
-    bestrq2_lobes.encoder_dir.EncoderDirError: set BESTRQ2_ENCODER_DIR ...
+    bestrq2_lobes.lobe.encoder_dir.EncoderDirError: set BESTRQ2_ENCODER_DIR ...
     """
 
     def __init__(self):
@@ -46,7 +46,7 @@ class BestRQ2XaresEncoder(torch.nn.Module):
         if not directory:
             raise EncoderDirError(
                 f"set {ENV_VAR} to an exported encoder directory "
-                "(python -m bestrq2_lobes.export RUN ENCODER_DIR)"
+                "(python -m bestrq2_lobes.lobe.export RUN ENCODER_DIR)"
             )
         self.lobe = ssl.BestRQ2Encoder(directory, freeze=True)
         self.sampling_rate = self.lobe.sample_rate

@@ -12,8 +12,8 @@ import os
 
 import torch
 
-from bestrq2_lobes import ssl
-from bestrq2_lobes.encoder_dir import EncoderDirError
+from bestrq2_lobes.lobe import frozen_encoder as ssl
+from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
 
 ENV_VAR = "BESTRQ2_ENCODER_DIR"
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 from speechbrain.tokenizers.SentencePiece import SentencePiece
 
-from bestrq2_lobes.manifest import ManifestError, read_manifest
+from bestrq2_lobes.data.manifest import ManifestError, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -42,17 +42,21 @@ from asr_prepare import (
     unalignable_message,
     vocabulary,
 )
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process
 
-from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
-from bestrq2_lobes.dataio import audio_dataset, describe_encoder, write_results
-from bestrq2_lobes.manifest import ManifestError
+from bestrq2_lobes.data.datasets import audio_dataset
+from bestrq2_lobes.data.manifest import ManifestError
+from bestrq2_lobes.downstream.brain import (
+    FrozenEncoderBrain,
+    relative_lengths,
+    start_run,
+)
+from bestrq2_lobes.downstream.reporting import write_results
+from bestrq2_lobes.training.run import shutdown_distributed
 
 logger = logging.getLogger(__name__)
-
-HEAD_MODULES = ("layer_sum", "head", "ctc_lin")
+SPLITS = ("train", "valid", "test")
 
 
 def first_output(output):
@@ -67,23 +71,18 @@ def first_output(output):
     return output[0] if isinstance(output, tuple) else output
 
 
-class ASRBrain(sb.core.Brain):
+class ASRBrain(FrozenEncoderBrain):
     """CTC training of a head on the weighted sum of the encoder's layers."""
 
-    def compute_forward(self, batch, stage):
-        """CTC log-probabilities (batch, frames, outputs) and relative lengths."""
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        hiddens = self.modules.ssl(wavs, wav_lens)
-        feats = self.modules.layer_sum(hiddens)
+    def forward_head(self, feats, counts, stage):
+        """CTC log-probabilities (batch, frames, outputs)."""
         logits = self.modules.ctc_lin(first_output(self.modules.head(feats)))
-        log_probs = self.hparams.log_softmax(logits.float())
-        lens = self.hparams.ssl.output_lengths(wav_lens, wavs.shape[1])
-        return log_probs, lens.to(self.device)
+        return self.hparams.log_softmax(logits.float())
 
     def compute_objectives(self, predictions, batch, stage):
         """CTC loss; on valid/test also decodes and scores the batch."""
-        log_probs, lens = predictions
+        log_probs, counts = predictions
+        lens = relative_lengths(counts, log_probs.shape[1])
         tokens, token_lens = batch.tokens
         loss = sb.nnet.losses.ctc_loss(
             log_probs, tokens, lens, token_lens, self.hparams.blank_index
@@ -110,20 +109,6 @@ class ASRBrain(sb.core.Brain):
             hyps = self.searcher(item[:length].unsqueeze(0))
             texts.append(hyps[0][0].text if hyps[0] else "")
         return texts
-
-    def init_optimizers(self):
-        """AdamW on the head and layer weights; a second one for a tuned encoder."""
-        params = [p for name in HEAD_MODULES for p in self.modules[name].parameters()]
-        self.optimizer = self.opt_class(params)
-        self.optimizers_dict = {"model_optimizer": self.optimizer}
-        if not self.hparams.freeze_encoder:
-            self.encoder_optimizer = self.hparams.encoder_opt_class(
-                self.modules.ssl.parameters()
-            )
-            self.optimizers_dict["encoder_optimizer"] = self.encoder_optimizer
-        if self.checkpointer is not None:
-            for name, optimizer in self.optimizers_dict.items():
-                self.checkpointer.add_recoverable(name, optimizer)
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh WER/CER trackers for valid and test."""
@@ -285,37 +270,30 @@ def summary_line(brain, hparams, started):
     return ", ".join(parts)
 
 
-def main(argv):
-    """Parses arguments, prepares data and tokenizer, trains and tests."""
-    started = time.time()
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+def check_inputs(hparams):
+    """Checks the encoder's rate and the manifests; returns the manifest rows."""
     ssl = hparams["ssl"]
-    if if_main_process():
-        print(describe_encoder(hparams["encoder_dir"], ssl), flush=True)
     if ssl.sample_rate != hparams["sample_rate"]:
         raise SystemExit(
             f"error: the encoder reads {ssl.sample_rate} Hz audio, "
             f"sample_rate is {hparams['sample_rate']}"
         )
-    csvs = {split: hparams[f"{split}_csv"] for split in ("train", "valid", "test")}
+    csvs = {split: hparams[f"{split}_csv"] for split in SPLITS}
     for split, path in csvs.items():
         if not path:
             raise SystemExit(f"error: --{split}_csv is required")
-    rows = check_manifests(csvs, hparams["data_root"])
+    return check_manifests(csvs, hparams["data_root"])
 
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+
+def main(argv):
+    """Parses arguments, prepares data and tokenizer, trains and tests."""
+    started = time.time()
+    hparams, run_opts, rows = start_run(argv, check=check_inputs)
+    ssl = hparams["ssl"]
+    csvs = {split: hparams[f"{split}_csv"] for split in SPLITS}
     sp = build_tokenizer(hparams, csvs["train"])
     unalignable = check_alignability(rows, sp, ssl)
     datasets = dataio_prepare(hparams, csvs, sp)
-    if not hparams["freeze_encoder"]:
-        hparams["checkpointer"].add_recoverable("ssl", ssl)
 
     brain = ASRBrain(
         modules=hparams["modules"],

@@ -13,7 +13,6 @@ Authors
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -25,13 +24,15 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
+from bestrq2_lobes.downstream.labels import (  # noqa: F401 (the recipe's names)
+    LabelError,
+    keep_label_set,
+    load_labels,
+)
+
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
-
-
-class LabelError(ValueError):
-    """The label column or the saved label set is unusable (one-line message)."""
 
 
 def split_tags(text: str | None, separator: str | None = None) -> list[str]:
@@ -134,30 +135,6 @@ def warn_unseen(path: str, counts: Counter, limit: int = 10) -> None:
     )
 
 
-def save_labels(path: str | os.PathLike, labels: Sequence[str], column: str) -> None:
-    """Writes the label set (order = output units of the head) as JSON."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fout:
-        json.dump({"label_column": column, "labels": list(labels)}, fout, indent=1)
-    os.replace(tmp, path)
-
-
-def load_labels(path: str | os.PathLike) -> list[str]:
-    """Reads a label set written by ``save_labels``.
-
-    Example
-    -------
-    >>> path = getfixture("tmpdir") / "labels.json"
-    >>> save_labels(path, ["a", "b"], "tags")
-    >>> load_labels(path)
-    ['a', 'b']
-    """
-    with open(path, encoding="utf-8") as fin:
-        return list(json.load(fin)["labels"])
-
-
 def prepare_labels(
     rows: Sequence[dict],
     column: str,
@@ -194,22 +171,13 @@ def prepare_labels(
     ...     prepare_labels([{"tags": "c"}], "tags", folder)
     ... except LabelError as err:
     ...     print(err)
-    /...labels.json was made from other training tags (2 vs 1 now): use a new ...
+    /...labels.json was made from other labels (2 labels, 1 in the training ...
     """
     labels = label_set(rows, column, separator)
     if not labels:
         raise LabelError(f"the training manifest has no tags in column {column!r}")
     path = os.path.join(os.fspath(save_folder), LABELS_FILE)
-    if os.path.isfile(path):
-        saved = load_labels(path)
-        if saved != labels:
-            raise LabelError(
-                f"{path} was made from other training tags ({len(saved)} vs "
-                f"{len(labels)} now): use a new --output_folder"
-            )
-        return labels
-    save_labels(path, labels, column)
-    return labels
+    return keep_label_set(path, labels, "the training tags", label_column=column)
 
 
 def encode_tags(tags: Sequence[str], index: dict[str, int]) -> torch.Tensor:
@@ -225,36 +193,6 @@ def encode_tags(tags: Sequence[str], index: dict[str, int]) -> torch.Tensor:
         if tag in index:
             target[index[tag]] = 1.0
     return target
-
-
-def masked_mean(feats: torch.Tensor, rel_lens: torch.Tensor) -> torch.Tensor:
-    """Mean over time of the valid frames only (padding is not counted).
-
-    Arguments
-    ---------
-    feats : torch.Tensor
-        (batch, frames, D).
-    rel_lens : torch.Tensor
-        SpeechBrain relative lengths of the frames (batch,). A clip with no
-        frame gets a zero vector.
-
-    Returns
-    -------
-    torch.Tensor
-        (batch, D)
-
-    Example
-    -------
-    >>> x = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
-    >>> masked_mean(x, torch.tensor([2 / 3, 1.0]))
-    tensor([[2.],
-            [4.]])
-    """
-    frames = feats.shape[1]
-    counts = (rel_lens.to(feats.device).float() * frames).round()
-    mask = torch.arange(frames, device=feats.device)[None, :] < counts[:, None]
-    mask = mask.to(feats.dtype).unsqueeze(-1)
-    return (feats * mask).sum(dim=1) / counts.clamp(min=1).unsqueeze(-1).to(feats.dtype)
 
 
 class TaggingHead(nn.Module):

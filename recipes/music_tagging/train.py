@@ -35,14 +35,10 @@ import sys
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from music_tags import (
     LABELS_FILE,
-    LabelError,
     check_label_column,
     encode_tags,
-    load_labels,
-    masked_mean,
     prepare_labels,
     split_tags,
     tagging_metrics,
@@ -52,51 +48,34 @@ from music_tags import (
 )
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from bestrq2_lobes.audio import random_crop, read_segment
-from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
-from bestrq2_lobes.dataio import describe_encoder, write_results
-from bestrq2_lobes.encoder_dir import EncoderDirError
-from bestrq2_lobes.manifest import ManifestError, read_manifest
+from bestrq2_lobes.data.audio import random_crop, read_segment
+from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.downstream.brain import FrozenEncoderBrain, start_run
+from bestrq2_lobes.downstream.frames import masked_mean
+from bestrq2_lobes.downstream.labels import LabelError, load_labels
+from bestrq2_lobes.downstream.reporting import write_results
+from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
+from bestrq2_lobes.training.run import shutdown_distributed
 
 logger = logging.getLogger(__name__)
 
 
-class TaggingBrain(sb.core.Brain):
-    """Weighted layer sum, masked mean pooling and a tagging head on SSL frames."""
+class TaggingBrain(FrozenEncoderBrain):
+    """Masked mean pooling of the mixed layers and a tagging head."""
 
-    def compute_forward(self, batch, stage):
-        """Logits (batch, tags) of a batch of waveforms."""
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        hiddens = self.modules.ssl(wavs, wav_lens)
-        feats = self.modules.layer_sum(hiddens)
-        frame_lens = self.hparams.ssl.output_lengths(wav_lens, wavs.shape[1])
-        pooled = masked_mean(feats, frame_lens)
-        return self.modules.head(pooled).float()
+    def forward_head(self, feats, counts, stage):
+        """Logits (batch, tags) from frames (batch, T, D) with valid counts."""
+        return self.modules.head(masked_mean(feats, counts)).float()
 
     def compute_objectives(self, predictions, batch, stage):
         """BCE with logits; keeps the scores of valid/test clips for the metrics."""
+        logits, _ = predictions
         targets = batch.targets.data.to(self.device)
-        loss = self.hparams.loss(predictions, targets)
+        loss = self.hparams.loss(logits, targets)
         if stage != sb.Stage.TRAIN:
-            self.scores.append(torch.sigmoid(predictions).detach().cpu())
+            self.scores.append(torch.sigmoid(logits).detach().cpu())
             self.targets.append(targets.detach().cpu())
         return loss
-
-    def init_optimizers(self):
-        """One optimiser for the head and layer weights, one for a tuned encoder."""
-        head_params = [
-            p for name in ("layer_sum", "head") for p in self.modules[name].parameters()
-        ]
-        self.optimizer = self.opt_class(head_params)
-        self.optimizers_dict = {"head": self.optimizer}
-        if not self.hparams.freeze_encoder:
-            self.optimizers_dict["encoder"] = self.hparams.encoder_opt_class(
-                self.modules.ssl.parameters()
-            )
-        if self.checkpointer is not None:
-            for name, opt in self.optimizers_dict.items():
-                self.checkpointer.add_recoverable(f"optimizer_{name}", opt)
 
     def on_stage_start(self, stage, epoch=None):
         """Resets the collected scores."""
@@ -226,14 +205,12 @@ def dataio_prepare(hparams: dict) -> tuple[list[str], dict]:
 def add_trainable_modules(hparams: dict, num_tags: int) -> None:
     """Builds the layer sum and the head, and registers them for checkpoints."""
     ssl = hparams["ssl"]
-    layer_sum = hparams["layer_sum"](num_layers=ssl.num_layers + 1)
+    layer_sum = hparams["layer_sum"](num_layers=ssl.num_layers)
     head = hparams["head"](input_dim=ssl.output_dim, num_tags=num_tags)
     hparams["modules"].update(layer_sum=layer_sum, head=head)
     checkpointer = hparams["checkpointer"]
     checkpointer.add_recoverable("layer_sum", layer_sum)
     checkpointer.add_recoverable("head", head)
-    if not hparams["freeze_encoder"]:
-        checkpointer.add_recoverable("ssl", ssl)
 
 
 def summary_line(brain: TaggingBrain, num_tags: int, results_path: str) -> str:
@@ -251,17 +228,8 @@ def summary_line(brain: TaggingBrain, num_tags: int, results_path: str) -> str:
 
 def main(argv: list[str]) -> None:
     """Parses arguments, prepares the data, trains and tests."""
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    if if_main_process():
-        print(describe_encoder(hparams["encoder_dir"], hparams["ssl"]), flush=True)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    hparams, run_opts, _ = start_run(argv)
+    hparams["random_train_audio"] = bool(hparams["max_seconds"])
     labels, datasets = dataio_prepare(hparams)
     logger.info("%d tags: %s", len(labels), " ".join(labels))
     add_trainable_modules(hparams, len(labels))

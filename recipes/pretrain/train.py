@@ -4,7 +4,7 @@
 The hparams file chooses the model (``hparams/bestrq2_vit.yaml``: two-step
 BEST-RQ-2; ``hparams/bestrq_vit_onestage.yaml``: one-stage BEST-RQ with a ViT;
 ``hparams/bestrq2_vit_speech.yaml``: 40 ms tokens for ASR encoders). One Brain
-trains all of them: they share the interface of ``bestrq2_lobes.pretraining``.
+trains all of them: they share the interface of ``bestrq2_lobes.model.pretraining``.
 
 To run the built-in demo (no data needed)::
 
@@ -38,22 +38,22 @@ from ruamel.yaml import YAML, YAMLError
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, infer_device, run_on_main
 
-from bestrq2_lobes.audio import random_crop, read_segment
-from bestrq2_lobes.checkpointing import CheckpointWriteError
-from bestrq2_lobes.cli import parse_arguments, shutdown_distributed
-from bestrq2_lobes.cpu_memory import retain_freed_memory
-from bestrq2_lobes.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
-from bestrq2_lobes.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
-from bestrq2_lobes.manifest import (
+from bestrq2_lobes.data.audio import random_crop, read_segment
+from bestrq2_lobes.data.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
+from bestrq2_lobes.data.manifest import (
     ManifestError,
     check_manifest_audio,
     prepare_folder,
     read_manifest,
 )
-from bestrq2_lobes.optim import parameter_groups
-from bestrq2_lobes.pretraining import masked_prediction_loss
-from bestrq2_lobes.seeding import stable_seed
-from bestrq2_lobes.transformer import compile_blocks
+from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
+from bestrq2_lobes.model.pretraining import masked_prediction_loss
+from bestrq2_lobes.model.transformer import compile_blocks
+from bestrq2_lobes.training.checkpointing import CheckpointWriteError
+from bestrq2_lobes.training.cpu_memory import retain_freed_memory
+from bestrq2_lobes.training.optim import parameter_groups
+from bestrq2_lobes.training.run import parse_arguments, shutdown_distributed
+from bestrq2_lobes.training.seeding import stable_seed
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 class PretrainBrain(sb.core.Brain):
-    """Masked-prediction pretraining for any model of ``bestrq2_lobes.pretraining``."""
+    """Masked-prediction pretraining of any model in ``model.pretraining``."""
 
     def compute_forward(self, batch, stage):
         """Log-mel, masks, targets and logits of a batch of waveforms."""
@@ -90,7 +90,7 @@ class PretrainBrain(sb.core.Brain):
 
         SpeechBrain would compile whole modules; here the masking, gathers and
         quantizer around the stacks depend on each batch's lengths and stay
-        eager (``bestrq2_lobes.transformer.compile_blocks``). Shapes are dynamic
+        eager (``bestrq2_lobes.model.transformer.compile_blocks``). Shapes are dynamic
         unless told otherwise. ``--compile_module_keys`` keeps SpeechBrain's way.
         """
         if self.compile and self.compile_module_keys is None:

@@ -23,8 +23,11 @@ import torch
 from speechbrain.utils.distributed import ddp_barrier, if_main_process, run_on_main
 from tqdm import tqdm
 
-from bestrq2_lobes.dataio import audio_dataset
-from bestrq2_lobes.manifest import read_manifest
+from bestrq2_lobes.data.datasets import audio_dataset
+from bestrq2_lobes.data.files import atomic_path
+from bestrq2_lobes.data.manifest import read_manifest
+from bestrq2_lobes.downstream.frames import masked_mean
+from bestrq2_lobes.model.tokens import sample_counts
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class EncoderEmbedder:
     Example
     -------
     >>> from bestrq2_lobes import BestRQ2Encoder
-    >>> from bestrq2_lobes.encoder_dir import encoder_config
+    >>> from bestrq2_lobes.lobe.encoder_dir import encoder_config
     >>> cfg = encoder_config(embed_dim=32, depth=1, num_heads=4, n_mels=32)
     >>> emb = EncoderEmbedder(BestRQ2Encoder(None, config=cfg), "random")
     >>> wav = torch.randn(2, 32000)
@@ -94,7 +97,7 @@ class LogMelEmbedder:
 
     Example
     -------
-    >>> from bestrq2_lobes.frontend import LogMel
+    >>> from bestrq2_lobes.model.frontend import LogMel
     >>> emb = LogMelEmbedder(LogMel(n_mels=32))
     >>> emb(torch.randn(2, 16000), torch.tensor([16000, 8000])).shape
     torch.Size([2, 64])
@@ -124,20 +127,6 @@ class LogMelEmbedder:
         mean = masked_mean(feats, frames)
         var = masked_mean((feats - mean.unsqueeze(1)) ** 2, frames)
         return torch.cat([mean, var.sqrt()], dim=-1)
-
-
-def masked_mean(feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Mean of (batch, T, D) over the first ``frames[i]`` steps of each item.
-
-    Example
-    -------
-    >>> x = torch.tensor([[[1.0], [3.0], [9.0]]])
-    >>> masked_mean(x, torch.tensor([2]))
-    tensor([[2.]])
-    """
-    steps = torch.arange(feats.shape[1], device=feats.device)
-    mask = (steps.unsqueeze(0) < frames.unsqueeze(1)).to(feats.dtype).unsqueeze(-1)
-    return (feats * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def _hash_module(module: torch.nn.Module, config: dict) -> str:
@@ -291,7 +280,7 @@ def padded_to_minimum(wavs: torch.Tensor, rel_lens: torch.Tensor, min_samples: i
     >>> wavs.shape, lengths.tolist()
     (torch.Size([2, 6]), [6, 6])
     """
-    lengths = (rel_lens.float() * wavs.shape[1]).round().long()
+    lengths = sample_counts(rel_lens, wavs.shape[0], wavs.shape[1])
     if wavs.shape[1] < min_samples:
         wavs = torch.nn.functional.pad(wavs, (0, min_samples - wavs.shape[1]))
     return wavs, lengths.clamp(min=min_samples)
@@ -311,9 +300,8 @@ def merge_parts(path: str, world: int, ids: list[str], fingerprint: dict) -> Non
         "embeddings": torch.stack([found[i] for i in ids]),
         "fingerprint": fingerprint,
     }
-    tmp = f"{path}.tmp"
-    torch.save(cache, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as part:
+        torch.save(cache, part)
     for rank in range(world):
         os.remove(f"{path}.part{rank}")
 

@@ -28,7 +28,7 @@ import os
 
 from probe_tasks import Task, TaskError
 
-from bestrq2_lobes.manifest import read_manifest, write_csv
+from bestrq2_lobes.data.manifest import read_manifest, write_csv
 
 
 def prepare_tasks(tasks: list[Task], folder: str) -> list[Task]:

@@ -17,6 +17,8 @@ import os
 
 from probe_eval import weighted_mean
 
+from bestrq2_lobes.data.files import atomic_open
+
 PROBES = ("linear", "knn")
 
 
@@ -137,11 +139,8 @@ def markdown_table(records: list[dict], results: dict, header: list[str]) -> str
 
 def write_markdown(path: str | os.PathLike, text: str) -> None:
     """Writes the Markdown report atomically."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fout:
+    with atomic_open(path) as fout:
         fout.write(text + "\n")
-    os.replace(tmp, path)
 
 
 def summary_line(results: dict, num_tasks: int, folder: str) -> str:

@@ -55,10 +55,11 @@ from probe_tasks import TaskError, load_tasks, make_task
 from speechbrain.utils.distributed import if_main_process, infer_device, run_on_main
 
 from bestrq2_lobes import BestRQ2Encoder
-from bestrq2_lobes.dataio import describe_encoder, write_results
-from bestrq2_lobes.encoder_dir import EncoderDirError, read_config
-from bestrq2_lobes.manifest import ManifestError, read_manifest
-from bestrq2_lobes.probe_chart import plot_results
+from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.downstream.reporting import describe_encoder, write_results
+from bestrq2_lobes.lobe.encoder_dir import EncoderDirError, read_config
+from bestrq2_lobes.plots.probe_chart import plot_results
+from bestrq2_lobes.training.run import parse_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def build_embedder(hparams):
             "log-mel statistics baseline",
         )
     if encoder_dir is None:
-        label = f"random encoder (width {ssl.output_dim}, depth {ssl.num_layers})"
+        label = f"random encoder (width {ssl.output_dim}, depth {ssl.depth})"
         return EncoderEmbedder(ssl, "random"), describe_encoder(None, ssl), label
     if baseline == "random":
         torch.manual_seed(hparams["seed"])
@@ -100,7 +101,7 @@ def build_embedder(hparams):
             (
                 f"Baseline random: the architecture of {encoder_dir} with RANDOM "
                 f"weights (seed {hparams['seed']}; width {ssl.output_dim}, depth "
-                f"{ssl.num_layers}, frame hop {ssl.hop_ms:g} ms)."
+                f"{ssl.depth}, frame hop {ssl.hop_ms:g} ms)."
             ),
             f"random weights, architecture of {os.path.basename(encoder_dir)}",
         )
@@ -286,7 +287,7 @@ def embed_suite(tasks, embedder, hparams, run_opts, device):
 def main(argv):
     """Parses arguments, embeds the clips and scores the probes."""
     started = time.time()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)

@@ -21,7 +21,6 @@ Authors
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -30,14 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bestrq2_lobes.downstream.labels import (  # noqa: F401 (the recipe's names)
+    LabelError,
+    keep_label_set,
+    load_labels,
+)
+
 logger = logging.getLogger(__name__)
 
 TSV_COLUMNS = ("filename", "onset", "offset", "event_label")
 OVERLAP_EPS = 1e-9  # seconds; absorbs float error in frame boundaries
-
-
-class LabelError(ValueError):
-    """A label file or label set is unusable; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -212,25 +213,6 @@ def label_set(events: Iterable[Iterable[Event]]) -> list[str]:
     return sorted({e.label for clip in events for e in clip})
 
 
-def save_labels(path: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Writes the label set (JSON list), atomically."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fout:
-        json.dump(list(labels), fout, indent=1)
-    os.replace(tmp, path)
-
-
-def load_labels(path: str | os.PathLike) -> list[str]:
-    """Reads a label set written by ``save_labels``."""
-    with open(path, encoding="utf-8") as fin:
-        labels = json.load(fin)
-    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise LabelError(f"{os.fspath(path)}: not a JSON list of labels")
-    return labels
-
-
 def prepare_labels(path: str | os.PathLike, train_tsv: str) -> list[str]:
     """The label set: read from ``path`` if saved, else from the train TSV.
 
@@ -257,16 +239,7 @@ def prepare_labels(path: str | os.PathLike, train_tsv: str) -> list[str]:
     found = label_set(read_events_tsv(train_tsv).values())
     if not found:
         raise LabelError(f"{train_tsv}: no events, so no label set")
-    if os.path.isfile(path):
-        labels = load_labels(path)
-        if labels != found:
-            raise LabelError(
-                f"{os.fspath(path)}: saved label set {labels} differs from the "
-                f"labels of {train_tsv} ({found}); use a new output folder"
-            )
-        return labels
-    save_labels(path, found)
-    return found
+    return keep_label_set(path, found, train_tsv)
 
 
 def check_labels(events: dict[str, list[Event]], labels: Sequence[str], tsv: str):

@@ -29,7 +29,7 @@ class SEDHead(nn.Module):
     Example
     -------
     >>> head = SEDHead(32, 5, hidden_size=16)
-    >>> head(torch.randn(2, 7, 32), torch.tensor([1.0, 0.5])).shape
+    >>> head(torch.randn(2, 7, 32), torch.tensor([7, 3])).shape
     torch.Size([2, 7, 5])
     >>> SEDHead(32, 5, rnn_layers=0)(torch.randn(2, 7, 32)).shape
     torch.Size([2, 7, 5])
@@ -60,20 +60,20 @@ class SEDHead(nn.Module):
         self.out = nn.Linear(width, num_classes)
 
     def forward(
-        self, feats: torch.Tensor, lengths: torch.Tensor | None = None
+        self, feats: torch.Tensor, counts: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Frame logits (batch, frames, classes) of features (batch, frames, D).
 
-        ``lengths`` are SpeechBrain relative lengths: the GRU reads each clip up
+        ``counts`` are the valid frames of each clip: the GRU reads each clip up
         to its last valid frame only, so padding never reaches valid frames.
         """
         x = self.dropout(feats)
         if self.rnn is not None:
             frames = x.shape[1]
-            if lengths is None:
+            if counts is None:
                 x, _ = self.rnn(x)
             else:
-                counts = (lengths.float() * frames).round().long().clamp(1, frames)
+                counts = counts.long().clamp(1, frames)
                 packed = nn.utils.rnn.pack_padded_sequence(
                     x, counts.cpu(), batch_first=True, enforce_sorted=False
                 )
@@ -82,22 +82,3 @@ class SEDHead(nn.Module):
                     x, batch_first=True, total_length=frames
                 )
         return self.out(x)
-
-
-def num_hiddens(ssl: nn.Module) -> int:
-    """Number of hidden states the SSL lobe returns (its layers + 1).
-
-    Example
-    -------
-    >>> from bestrq2_lobes import BestRQ2Encoder
-    >>> from bestrq2_lobes.encoder_dir import encoder_config
-    >>> cfg = encoder_config(embed_dim=32, depth=2, num_heads=4, n_mels=32)
-    >>> num_hiddens(BestRQ2Encoder(config=cfg))
-    3
-    """
-    return ssl.num_layers + 1
-
-
-def output_dim(ssl: nn.Module) -> int:
-    """Feature width of the SSL lobe (usable from HyperPyYAML)."""
-    return ssl.output_dim

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sed_labels import TSV_COLUMNS, Event
 
+from bestrq2_lobes.data.files import atomic_open
+
 
 def median_filter(probs: np.ndarray, length: int) -> np.ndarray:
     """Median over ``length`` frames centred on each frame, edges repeated.
@@ -135,9 +137,7 @@ def write_events_tsv(
     filename	onset	offset	event_label
     a.wav	0.000	1.250	dog
     """
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as fout:
+    with atomic_open(path, newline="") as fout:
         writer = csv.writer(fout, delimiter="\t", lineterminator="\n")
         writer.writerow(TSV_COLUMNS)
         for filename in sorted(events):
@@ -145,4 +145,3 @@ def write_events_tsv(
                 writer.writerow(
                     [filename, f"{e.onset:.3f}", f"{e.offset:.3f}", e.label]
                 )
-    os.replace(tmp, path)

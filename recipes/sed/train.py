@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numpy as np
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from sed_labels import (
     Event,
     LabelError,
@@ -58,10 +57,12 @@ from sed_post import (
 )
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from bestrq2_lobes.cli import shutdown_distributed
-from bestrq2_lobes.dataio import audio_dataset, describe_encoder, write_results
-from bestrq2_lobes.encoder_dir import EncoderDirError
-from bestrq2_lobes.manifest import ManifestError, read_manifest
+from bestrq2_lobes.data.datasets import audio_dataset
+from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.downstream.brain import FrozenEncoderBrain, start_run
+from bestrq2_lobes.downstream.frames import frame_mask
+from bestrq2_lobes.downstream.reporting import write_results
+from bestrq2_lobes.training.run import shutdown_distributed
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -76,28 +77,21 @@ class Clip:
     events: list[Event]
 
 
-class SEDBrain(sb.core.Brain):
+class SEDBrain(FrozenEncoderBrain):
     """Frame-level sound event detection on SSL features."""
 
-    def compute_forward(self, batch, stage):
-        """Frame logits (batch, frames, classes) and relative frame lengths."""
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        hiddens = self.modules.ssl(wavs, wav_lens)
-        feats = self.modules.layer_sum(hiddens)
-        lens = self.hparams.ssl.output_lengths(wav_lens, wavs.shape[1])
-        lens = lens.to(self.device)
-        return self.modules.head(feats, lens), lens
+    def forward_head(self, feats, counts, stage):
+        """Frame logits (batch, frames, classes)."""
+        return self.modules.head(feats, counts)
 
     def compute_objectives(self, predictions, batch, stage):
         """Frame BCE over valid frames; keeps the probabilities when evaluating."""
-        logits, lens = predictions
+        logits, counts = predictions
         logits = logits.float()
         targets, _ = batch.targets
         frames = logits.shape[1]
         targets = fit_frames(targets.to(logits.device).float(), frames)
-        counts = (lens * frames).round().long()
-        mask = torch.arange(frames, device=logits.device)[None, :] < counts[:, None]
+        mask = frame_mask(counts, frames)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, targets, reduction="none"
         )
@@ -108,21 +102,6 @@ class SEDBrain(sb.core.Brain):
             for i, uid in enumerate(batch.id):
                 self.scores[uid] = probs[i, : int(counts[i])]
         return loss
-
-    def init_optimizers(self):
-        """One optimiser for the layer sum and head, one for a fine-tuned encoder."""
-        params = list(self.modules.layer_sum.parameters())
-        params += list(self.modules.head.parameters())
-        self.optimizer = self.opt_class(params)
-        self.optimizers_dict = {"model": self.optimizer}
-        if not self.hparams.freeze_encoder:
-            self.encoder_optimizer = self.hparams.encoder_opt_class(
-                self.modules.ssl.parameters()
-            )
-            self.optimizers_dict["encoder"] = self.encoder_optimizer
-        if self.checkpointer is not None:
-            for name, opt in self.optimizers_dict.items():
-                self.checkpointer.add_recoverable(f"optimizer_{name}", opt)
 
     def on_stage_start(self, stage, epoch=None):
         """Starts a fresh collection of frame probabilities."""
@@ -362,21 +341,8 @@ def summary_line(stats: dict, hparams: dict, hop_ms: float, started: float) -> s
 def main(argv: list[str]) -> None:
     """Parses arguments, prepares labels and data, trains and tests."""
     started = time.time()
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
-    except EncoderDirError as err:
-        raise SystemExit(f"error: --encoder_dir: {err}") from None
+    hparams, run_opts, _ = start_run(argv)
     ssl = hparams["ssl"]
-    if if_main_process():
-        print(describe_encoder(hparams["encoder_dir"], ssl), flush=True)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
     try:
         import_sed_eval()
     except ImportError as err:
@@ -407,8 +373,6 @@ def main(argv: list[str]) -> None:
 
     head = hparams["sed_head"](num_classes=len(labels))
     hparams["checkpointer"].add_recoverable("head", head)
-    if not hparams["freeze_encoder"]:
-        hparams["checkpointer"].add_recoverable("encoder", ssl)
     modules = {"ssl": ssl, "layer_sum": hparams["layer_sum"], "head": head}
     brain = SEDBrain(
         modules=modules,

@@ -1,4 +1,4 @@
-"""Data pieces shared by the downstream recipes: checked audio datasets, results.
+"""Checked audio datasets for the downstream recipes.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -6,14 +6,13 @@ Authors
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import speechbrain as sb
 
-from bestrq2_lobes.audio import read_segment
-from bestrq2_lobes.manifest import read_manifest
+from bestrq2_lobes.data.audio import read_segment
+from bestrq2_lobes.data.manifest import read_manifest
 
 
 def audio_dataset(
@@ -77,42 +76,3 @@ def audio_dataset(
     dataset.add_dynamic_item(audio_pipeline)
     dataset.set_output_keys(["id", "sig", *output_keys])
     return dataset
-
-
-def describe_encoder(encoder_dir: str | None, ssl) -> str:
-    """One line saying which encoder a downstream recipe uses.
-
-    Example
-    -------
-    >>> from bestrq2_lobes import BestRQ2Encoder
-    >>> from bestrq2_lobes.encoder_dir import encoder_config
-    >>> ssl = BestRQ2Encoder(config=encoder_config(embed_dim=32, depth=1, num_heads=4))
-    >>> describe_encoder(None, ssl)[:60]
-    'No --encoder_dir given: using a RANDOMLY INITIALISED encoder'
-    """
-    shape = (
-        f"width {ssl.output_dim}, depth {ssl.num_layers}, frame hop {ssl.hop_ms:g} ms"
-    )
-    if encoder_dir:
-        return f"Encoder: {encoder_dir} ({shape}, frozen={ssl.freeze})"
-    return (
-        "No --encoder_dir given: using a RANDOMLY INITIALISED encoder of the default "
-        f"configuration ({shape}); results are a random-encoder baseline."
-    )
-
-
-def write_results(path: str | os.PathLike, results: dict) -> None:
-    """Writes flat final metrics as JSON (``<output_folder>/results.json``).
-
-    Example
-    -------
-    >>> tmp = getfixture("tmpdir")
-    >>> write_results(tmp / "results.json", {"map": 0.5})
-    >>> json.loads((tmp / "results.json").read())
-    {'map': 0.5}
-    """
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fout:
-        json.dump(results, fout, indent=2, sort_keys=True)
-    os.replace(tmp, path)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bestrq2_lobes.transfer import to_device
+from bestrq2_lobes.model.device_copy import to_device
+from bestrq2_lobes.model.tokens import prefix_mask
 
 
 @dataclass
@@ -169,30 +170,3 @@ def _first_true(flags: torch.Tensor, count: int) -> torch.Tensor:
 
 def _on_cpu(generator: torch.Generator | None) -> bool:
     return generator is not None and generator.device.type == "cpu"
-
-
-def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Gathers (batch, K, D) tokens from (batch, N, D) at (batch, K) indices.
-
-    Example
-    -------
-    >>> x = torch.arange(12.0).view(1, 4, 3)
-    >>> gather_tokens(x, torch.tensor([[3, 1]]))
-    tensor([[[ 9., 10., 11.],
-             [ 3.,  4.,  5.]]])
-    """
-    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-
-
-def prefix_mask(counts: torch.Tensor, length: int, device=None) -> torch.Tensor:
-    """(batch, length) bool mask, True on the first ``counts[b]`` entries of row b.
-
-    Example
-    -------
-    >>> prefix_mask(torch.tensor([2, 0]), 3)
-    tensor([[ True,  True, False],
-            [False, False, False]])
-    """
-    device = counts.device if device is None else device
-    idx = torch.arange(length, device=device).unsqueeze(0)
-    return idx < to_device(counts, device).unsqueeze(1)

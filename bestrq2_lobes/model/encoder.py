@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bestrq2_lobes.masking import gather_tokens
-from bestrq2_lobes.patches import PatchEmbedding, PatchGrid
-from bestrq2_lobes.position import SinCosPosition2d
-from bestrq2_lobes.transfer import to_device
-from bestrq2_lobes.transformer import TransformerStack, init_vit_weights
+from bestrq2_lobes.model.device_copy import to_device
+from bestrq2_lobes.model.patches import PatchEmbedding, PatchGrid
+from bestrq2_lobes.model.position import SinCosPosition2d
+from bestrq2_lobes.model.tokens import gather_tokens
+from bestrq2_lobes.model.transformer import TransformerStack, init_vit_weights
 
 
 class ViTEncoder(nn.Module):

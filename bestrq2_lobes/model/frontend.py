@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-from bestrq2_lobes.transfer import to_device
+from bestrq2_lobes.model.device_copy import to_device
 
 
 class LogMel(torch.nn.Module):

@@ -132,7 +132,7 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     >>> probe_audio(path)
     Traceback (most recent call last):
     ...
-    bestrq2_lobes.audio.AudioError: empty file (0 bytes)
+    bestrq2_lobes.data.audio.AudioError: empty file (0 bytes)
     """
     path = os.fspath(path)
     if not os.path.lexists(path):
@@ -197,7 +197,7 @@ def check_audio(
     >>> check_audio(path, min_seconds=2.0)
     Traceback (most recent call last):
     ...
-    bestrq2_lobes.audio.AudioError: shorter than 2 s (1.000 s)
+    bestrq2_lobes.data.audio.AudioError: shorter than 2 s (1.000 s)
     """
     info = probe_audio(path)
     block = max(1, int(block_seconds * info.sample_rate))

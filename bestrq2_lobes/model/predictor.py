@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bestrq2_lobes.position import SinCosPosition2d
-from bestrq2_lobes.transformer import TransformerStack, init_vit_weights
+from bestrq2_lobes.model.position import SinCosPosition2d
+from bestrq2_lobes.model.transformer import TransformerStack, init_vit_weights
 
 
 class CodebookHeads(nn.Module):

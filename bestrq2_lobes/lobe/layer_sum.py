@@ -18,7 +18,8 @@ class WeightedLayerSum(nn.Module):
     Arguments
     ---------
     num_layers : int
-        Number of stacked hidden states (``encoder.num_layers + 1``).
+        Number of stacked hidden states: ``ssl.num_layers`` of the lobe
+        (its ``depth + 1``).
     layer_norm : bool
         Apply a parameter-free layer norm to each hidden state before summing.
 

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 
 from tqdm import tqdm
 
-from bestrq2_lobes.audio import AudioError, check_audio
+from bestrq2_lobes.data.audio import AudioError, check_audio
+from bestrq2_lobes.data.files import atomic_open
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -172,14 +173,10 @@ def write_csv(
     ID,duration,wav
     a,1.5,a.wav
     """
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fieldnames))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_manifest(
@@ -222,7 +219,7 @@ def read_manifest(
     >>> read_manifest(path, data_root="/data", check_files=False)
     Traceback (most recent call last):
     ...
-    bestrq2_lobes.manifest.ManifestError: ...m.csv: row 1 (ID 'a'), column 'duration': not a number: 'x'
+    bestrq2_lobes.data.manifest.ManifestError: ...m.csv: row 1 (ID 'a'), column 'duration': not a number: 'x'
     """  # noqa: E501
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m bestrq2_lobes.export PRETRAIN_OUTPUT_OR_CKPT_DIR ENCODER_DIR
+    python -m bestrq2_lobes.lobe.export PRETRAIN_OUTPUT_OR_CKPT_DIR ENCODER_DIR
 
 ``PRETRAIN_OUTPUT_OR_CKPT_DIR`` is a pretraining output folder (the latest
 checkpoint of its ``save/`` folder is taken), its ``save/`` folder, or one
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from bestrq2_lobes.encoder_dir import (
+from bestrq2_lobes.lobe.encoder_dir import (
     PRETRAIN_CONFIG,
     WEIGHTS_FILE,
     EncoderDirError,
@@ -38,7 +38,7 @@ from bestrq2_lobes.encoder_dir import (
 
 HPARAMS_TEMPLATE = """\
 # SpeechBrain pretrained-interface file of an exported BEST-RQ-2 encoder.
-#   from bestrq2_lobes.interface import BestRQ2EncoderInterface
+#   from bestrq2_lobes.lobe.interface import BestRQ2EncoderInterface
 #   model = BestRQ2EncoderInterface.from_hparams(source="<this directory>")
 # `source` is filled in by from_hparams with this directory's path.
 source: !PLACEHOLDER
@@ -57,7 +57,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 README_TEMPLATE = """\
 # BEST-RQ-2 encoder
 
-Exported by `python -m bestrq2_lobes.export` on {date} from `{source}`.
+Exported by `python -m bestrq2_lobes.lobe.export` on {date} from `{source}`.
 
 | | |
 |---|---|
@@ -160,7 +160,7 @@ def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
 def main(argv=None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m bestrq2_lobes.export",
+        prog="python -m bestrq2_lobes.lobe.export",
         description="Export the encoder of a BEST-RQ-2 (or one-stage) pretraining run.",
     )
     parser.add_argument("src", help="pretraining output folder or CKPT+... folder")

@@ -20,8 +20,9 @@ import pickle
 
 import torch
 
-from bestrq2_lobes.encoder import ViTEncoder
-from bestrq2_lobes.frontend import LogMel
+from bestrq2_lobes.data.files import atomic_open, atomic_path
+from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.frontend import LogMel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "encoder.ckpt"
@@ -131,13 +132,13 @@ def read_config(directory: str | os.PathLike) -> dict:
     >>> read_config("/no/such/dir")
     Traceback (most recent call last):
     ...
-    bestrq2_lobes.encoder_dir.EncoderDirError: /no/such/dir: not a directory ...
+    bestrq2_lobes.lobe.encoder_dir.EncoderDirError: /no/such/dir: not a directory ...
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise EncoderDirError(
             f"{directory}: not a directory (export one with "
-            "`python -m bestrq2_lobes.export PRETRAIN_OUTPUT ENCODER_DIR`)"
+            "`python -m bestrq2_lobes.lobe.export PRETRAIN_OUTPUT ENCODER_DIR`)"
         )
     return read_config_file(os.path.join(directory, CONFIG_FILE))
 
@@ -236,7 +237,8 @@ def write_encoder_dir(
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    _atomic(os.path.join(directory, WEIGHTS_FILE), lambda p: torch.save(state, p))
+    with atomic_path(os.path.join(directory, WEIGHTS_FILE)) as part:
+        torch.save(state, part)
     config = make_config(frontend, encoder, crop_seconds, info)
     write_config(os.path.join(directory, CONFIG_FILE), config)
     return directory
@@ -266,17 +268,5 @@ def make_config(
 
 def write_config(path: str | os.PathLike, config: dict) -> None:
     """Writes a config as JSON, atomically (temporary name, then rename)."""
-
-    def dump(tmp):
-        with open(tmp, "w", encoding="utf-8") as fout:
-            json.dump(config, fout, indent=2)
-
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _atomic(path, dump)
-
-
-def _atomic(path: str, write) -> None:
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as fout:
+        json.dump(config, fout, indent=2)

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bestrq2_lobes.probe_chart import plot_results  # noqa: E402
+from bestrq2_lobes.plots.probe_chart import plot_results  # noqa: E402
 
 CURVES = [
     ("loss", "masked-prediction loss"),
@@ -113,7 +113,7 @@ def plot_clip_predictions(
 
     Returns the figure path and the clip's masked-token accuracy.
     """
-    from bestrq2_lobes.audio import read_segment
+    from bestrq2_lobes.data.audio import read_segment
 
     hparams = load_run(run_dir)
     model = hparams["model"]
@@ -175,7 +175,7 @@ def plot_codebook_usage(
     """
     from tqdm import tqdm
 
-    from bestrq2_lobes.dataio import audio_dataset
+    from bestrq2_lobes.data.datasets import audio_dataset
 
     hparams = load_run(run_dir)
     model = hparams["model"]

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bestrq2_lobes.encoder import ViTEncoder, encode_visible
-from bestrq2_lobes.frontend import LogMel
-from bestrq2_lobes.masking import MaskPlan, MaskSampler, gather_tokens, prefix_mask
-from bestrq2_lobes.predictor import CodebookHeads, Predictor
-from bestrq2_lobes.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.encoder import ViTEncoder, encode_visible
+from bestrq2_lobes.model.frontend import LogMel
+from bestrq2_lobes.model.masking import MaskPlan, MaskSampler
+from bestrq2_lobes.model.predictor import CodebookHeads, Predictor
+from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.tokens import gather_tokens, prefix_mask, sample_counts
 
 
 @dataclass
@@ -122,10 +123,7 @@ class MaskedPretrainingModel(nn.Module):
         (patches, plan, targets, valid_tokens, audio_seconds)
         """
         batch, samples = wav.shape
-        if wav_lens is None:
-            lengths = torch.full((batch,), samples, dtype=torch.long)
-        else:
-            lengths = (wav_lens.detach().float().cpu() * samples).round().long()
+        lengths = sample_counts(wav_lens, batch, samples)
         feats = self.frontend(wav, lengths if wav_lens is not None else None)
         patches = self.encoder.grid.patchify(feats)
         num_tokens = patches.shape[1]

@@ -2,7 +2,7 @@
 
 Example::
 
-    from bestrq2_lobes.interface import BestRQ2EncoderInterface
+    from bestrq2_lobes.lobe.interface import BestRQ2EncoderInterface
     model = BestRQ2EncoderInterface.from_hparams(source="encoders/bestrq2")
     frames = model.encode_file("speech.wav")          # (frames, D)
     frames = model.encode_batch(wavs, wav_lens)       # (batch, frames, D)
@@ -18,8 +18,8 @@ import os
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
-from bestrq2_lobes.audio import read_segment
-from bestrq2_lobes.encoder_dir import EncoderDirError
+from bestrq2_lobes.data.audio import read_segment
+from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
 
 
 class BestRQ2EncoderInterface(Pretrained):
@@ -30,10 +30,10 @@ class BestRQ2EncoderInterface(Pretrained):
 
     Example
     -------
-    >>> from bestrq2_lobes.encoder import ViTEncoder
-    >>> from bestrq2_lobes.frontend import LogMel
-    >>> from bestrq2_lobes.export import HPARAMS_TEMPLATE
-    >>> from bestrq2_lobes.encoder_dir import write_encoder_dir
+    >>> from bestrq2_lobes.model.encoder import ViTEncoder
+    >>> from bestrq2_lobes.model.frontend import LogMel
+    >>> from bestrq2_lobes.lobe.export import HPARAMS_TEMPLATE
+    >>> from bestrq2_lobes.lobe.encoder_dir import write_encoder_dir
     >>> tmp = getfixture("tmpdir")
     >>> enc = ViTEncoder(n_mels=32, embed_dim=32, depth=1, num_heads=4)
     >>> path = write_encoder_dir(tmp / "enc", LogMel(n_mels=32), enc, 10.0)

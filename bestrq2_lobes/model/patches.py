@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from bestrq2_lobes.masking import prefix_mask
+from bestrq2_lobes.model.tokens import prefix_mask
 
 
 class PatchGrid:

@@ -26,12 +26,13 @@ import os
 import torch
 from torch import nn
 
-from bestrq2_lobes.encoder_dir import (
+from bestrq2_lobes.lobe.encoder_dir import (
     build_modules,
     encoder_config,
     load_encoder_dir,
 )
-from bestrq2_lobes.transfer import to_device
+from bestrq2_lobes.model.device_copy import to_device
+from bestrq2_lobes.model.tokens import sample_counts
 
 
 class BestRQ2Encoder(nn.Module):
@@ -46,8 +47,9 @@ class BestRQ2Encoder(nn.Module):
         No parameter requires grad, the module stays in eval mode even when
         ``train()`` is called, and the forward pass builds no graph.
     output_all_hiddens : bool
-        Return all ``depth + 1`` hidden states (layer 0: patch embeddings plus
-        positions), each pooled to frames, stacked as (L+1, batch, frames, D).
+        Return all ``num_layers`` (= ``depth + 1``) hidden states (layer 0:
+        patch embeddings plus positions), each pooled to frames, stacked as
+        (num_layers, batch, frames, D).
     config : dict, optional
         Config of the random encoder (see ``encoder_config``); ignored when
         ``source`` is given. Defaults to the paper configuration.
@@ -58,12 +60,14 @@ class BestRQ2Encoder(nn.Module):
 
     Example
     -------
-    >>> from bestrq2_lobes.encoder_dir import encoder_config
+    >>> from bestrq2_lobes.lobe.encoder_dir import encoder_config
     >>> cfg = encoder_config(embed_dim=32, depth=2, num_heads=4, n_mels=32)
     >>> ssl = BestRQ2Encoder(None, freeze=True, config=cfg)
     >>> feats = ssl(torch.randn(2, 16000 * 3), torch.tensor([1.0, 0.5]))
-    >>> feats.shape, ssl.hop_ms, ssl.output_dim
-    (torch.Size([2, 4, 32]), 625.0, 32)
+    >>> feats.shape, ssl.hop_ms, ssl.output_dim, ssl.num_layers
+    (torch.Size([2, 4, 32]), 625.0, 32, 3)
+    >>> ssl.frame_counts(torch.tensor([1.0, 0.5]), 16000 * 3)
+    tensor([4, 2])
     >>> ssl.output_lengths(torch.tensor([1.0, 0.5]), 16000 * 3)
     tensor([1.0000, 0.5000])
     >>> BestRQ2Encoder(None, output_all_hiddens=True, config=cfg)(
@@ -109,7 +113,16 @@ class BestRQ2Encoder(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        """Number of transformer blocks (hidden states are ``num_layers + 1``)."""
+        """Hidden states given with ``output_all_hiddens``: ``depth + 1``.
+
+        The embeddings plus one per transformer block, as SpeechBrain's SSL
+        lobes count them: ``WeightedLayerSum(num_layers=ssl.num_layers)``.
+        """
+        return self.encoder.depth + 1
+
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks."""
         return self.encoder.depth
 
     @property
@@ -138,14 +151,38 @@ class BestRQ2Encoder(nn.Module):
         tail = torch.where(rest > 0, tail, torch.zeros_like(tail))
         return full * per_chunk + tail
 
+    def frame_counts(
+        self, wav_lens: torch.Tensor | None, num_samples: int, batch: int = 1
+    ) -> torch.Tensor:
+        """Valid output frames of each clip (CPU, long): the lengths contract.
+
+        Arguments
+        ---------
+        wav_lens : torch.Tensor, optional
+            SpeechBrain relative lengths of the waveforms; None: ``batch``
+            whole clips.
+        num_samples : int
+            Padded length of the waveform batch (``wavs.shape[1]``).
+        batch : int
+            Batch size, used when ``wav_lens`` is None.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch,) frame counts; ``forward`` returns ``counts.max()`` frames,
+            and frames at or after a clip's count are zero.
+        """
+        if wav_lens is not None:
+            batch = wav_lens.shape[0]
+        return self.num_output_frames(sample_counts(wav_lens, batch, num_samples))
+
     def output_lengths(
         self, wav_lens: torch.Tensor | None, num_samples: int
     ) -> torch.Tensor:
         """Relative lengths of the output frames, SpeechBrain style."""
         if wav_lens is None:
             return torch.ones(1)
-        lengths = (wav_lens.detach().float().cpu() * num_samples).round().long()
-        frames = self.num_output_frames(lengths)
+        frames = self.frame_counts(wav_lens, num_samples)
         return frames.float() / frames.max().clamp(min=1).float()
 
     def forward(
@@ -173,10 +210,7 @@ class BestRQ2Encoder(nn.Module):
 
     def _encode(self, wav: torch.Tensor, wav_lens: torch.Tensor | None):
         batch, samples = wav.shape
-        if wav_lens is None:
-            lengths = torch.full((batch,), samples, dtype=torch.long)
-        else:
-            lengths = (wav_lens.detach().float().cpu() * samples).round().long()
+        lengths = sample_counts(wav_lens, batch, samples)
         chunk = self.chunk_samples
         num_chunks = max(1, -(-samples // chunk))
         padded = torch.nn.functional.pad(wav, (0, num_chunks * chunk - samples))
@@ -185,7 +219,7 @@ class BestRQ2Encoder(nn.Module):
         piece_len = (lengths.unsqueeze(1) - starts).clamp(min=0, max=chunk).reshape(-1)
         piece_frames = self.num_output_frames(piece_len)
         per_chunk = chunk // self.samples_per_frame
-        layers = self.num_layers + 1 if self.output_all_hiddens else 1
+        layers = self.num_layers if self.output_all_hiddens else 1
         out = wav.new_zeros(
             layers, batch * num_chunks, per_chunk, self.output_dim, dtype=torch.float32
         )

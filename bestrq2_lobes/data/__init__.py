@@ -1,0 +1,13 @@
+"""Audio and manifests: robust reading, folder scans, CSV checks, datasets.
+
+``audio`` reads, resamples and checks clips; ``manifest`` scans folders and
+validates SpeechBrain CSV manifests (bad clips go to ``skipped.csv`` with the
+reason); ``datasets`` builds checked ``DynamicItemDataset`` objects;
+``demo_corpus`` generates the synthetic corpus of the demo run.
+
+May import: torch, torchaudio, soundfile, SpeechBrain's data utilities, and
+``bestrq2_lobes.model``. Never ``training``, ``lobe`` or ``downstream``.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""

@@ -1,0 +1,13 @@
+"""What a pretraining run needs around the model.
+
+AdamW parameter groups and the warm-up + cosine schedule (``optim``), atomic
+checkpoints (``checkpointing``), argument parsing and DDP shutdown for every
+recipe (``run``), seeds derived from a run's position (``seeding``), and glibc
+memory retention for CPU training (``cpu_memory``).
+
+May import: torch, SpeechBrain, ``bestrq2_lobes.model`` and
+``bestrq2_lobes.data``. Never ``lobe`` or ``downstream``.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
