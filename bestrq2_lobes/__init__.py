@@ -19,14 +19,18 @@ list (and never from ``recipes/``):
 ``bestrq2_lobes.BestRQ2Encoder`` and ``bestrq2_lobes.WeightedLayerSum`` are the
 names HyperPyYAML files use. The module paths of the earlier flat layout
 (``bestrq2_lobes.ssl`` and so on) still import, with a deprecation warning.
+Importing the package drops SpeechBrain's "torchvision is not available"
+warning (``training.console``).
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
 
 from bestrq2_lobes import _moved
+from bestrq2_lobes.training.console import silence_torchvision_notice
 
 _moved.install()
+silence_torchvision_notice()  # SpeechBrain's "cannot save figures", in every recipe
 
 from bestrq2_lobes.lobe.frozen_encoder import BestRQ2Encoder  # noqa: E402
 from bestrq2_lobes.lobe.layer_sum import WeightedLayerSum  # noqa: E402

@@ -2,6 +2,7 @@
 
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,39 @@ def pretrain_args():
         ]
 
     return args
+
+
+def drop_broken_lazy_modules() -> None:
+    """Removes SpeechBrain lazy modules that can never import from ``sys.modules``.
+
+    Hypothesis reads ``__file__`` of every module in ``sys.modules`` (at
+    collection and before each example). SpeechBrain registers lazy modules there
+    whose target cannot import without optional packages
+    (``speechbrain.integrations.k2_fsa`` without k2); any attribute of one raises
+    ``ImportError``, which stops the whole pytest session. Such a module can
+    never be imported, so dropping it loses nothing.
+    """
+    if "speechbrain.utils.importutils" not in sys.modules:
+        return
+    from speechbrain.utils.importutils import LazyModule
+
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, LazyModule) and module.lazy_module is None:
+            try:
+                with warnings.catch_warnings():  # deprecated-redirect warnings
+                    warnings.simplefilter("ignore")
+                    getattr(module, "__file__", None)
+            except ImportError:
+                del sys.modules[name]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Before hypothesis's own hook (see ``drop_broken_lazy_modules``)."""
+    drop_broken_lazy_modules()
+
+
+@pytest.fixture(scope="module")
+def no_broken_lazy_modules():
+    """``drop_broken_lazy_modules`` again, before a module's hypothesis tests."""
+    drop_broken_lazy_modules()

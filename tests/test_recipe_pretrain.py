@@ -125,6 +125,7 @@ def test_demo_mode_announces_and_runs(tmp_path):
         "bestrq2_vit.yaml",
         f"--output_folder={out}",
         "--total_steps=2",
+        "--log_interval=1",
         *TINY,
         *TWO_STEP,
     )
@@ -136,6 +137,7 @@ def test_demo_mode_announces_and_runs(tmp_path):
     assert "num_workers: 8 ->" not in text
     assert "total_steps: 200000 ->" not in text
     assert "shortens nothing" in text
+    assert f"Writing to {out}." in text  # given: no separate demo folder
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("Pretraining finished: 2 optimiser steps")
     assert (out / "demo_corpus" / "audio").is_dir()
@@ -150,6 +152,7 @@ def test_demo_lists_what_it_shortens(tmp_path):
     )
     assert "batch_size: 256 -> 8" in proc.stdout
     assert "total_steps: 200000 -> 40" in proc.stdout
+    assert "log_interval: 50 -> 10" in proc.stdout
     assert "Pretraining finished: 1 optimiser steps" in proc.stdout
 
 

@@ -33,7 +33,7 @@ import probe_prepare  # noqa: E402
 import probe_report  # noqa: E402
 import probe_tasks  # noqa: E402
 
-from bestrq2_lobes.plots.run_plots import probe_chart as probe_plots  # noqa: E402
+from bestrq2_lobes.plots import probe_chart as probe_plots  # noqa: E402
 
 
 def run_recipe(*args, timeout=240, launcher=None, check=True):

@@ -6,7 +6,6 @@ compared with simple reference implementations; the recipe runs end to end with
 exported encoder directory, and on the shared office_sed data when present.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,10 +22,12 @@ HPARAMS = REPO / "hparams" / "sed.yaml"
 SHARED = REPO.parent / "shared" / "data" / "office_sed"
 sys.path.insert(0, str(RECIPE.parent))
 
+import sed_data  # noqa: E402
 from sed_labels import (  # noqa: E402
     Event,
     LabelError,
     frame_targets,
+    load_labels,
     match_events,
     prepare_labels,
     read_events_tsv,
@@ -268,7 +269,7 @@ def check_outputs(out, proc, labels):
     assert "frame hop 625 ms" in last
     header = (out / "detections_test.tsv").read_text().splitlines()[0]
     assert header == "filename\tonset\toffset\tevent_label"
-    assert json.loads((out / "save" / "labels.json").read_text()) == labels
+    assert load_labels(out / "save" / "labels.json") == labels
     assert results["num_classes"] == len(labels)
     return results
 
@@ -319,32 +320,22 @@ def test_debug_run_exported_encoder_linear_head(scenes, tmp_path):
     check_outputs(out, proc, sorted(CLASSES))
 
 
-def load_train_module():
-    """recipes/sed/train.py as a module (under a name no other recipe uses)."""
-    spec = importlib.util.spec_from_file_location("sed_train", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sed_train"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_clear_errors(scenes, tmp_path):
     needs_metrics()
-    sed_train = load_train_module()
     given = {f"{s}_csv": str(scenes / f"{s}.csv") for s in ("train", "test")}
     given["valid_csv"] = None
     given.update({f"{s}_tsv": None for s in ("train", "valid", "test")})
-    paths = sed_train.label_paths(given)
+    paths = sed_data.label_paths(given)
     assert paths["test"][1] == str(scenes / "test_events.tsv")  # found beside
     with pytest.raises(SystemExit, match="--test_csv .*nope.csv: no such file"):
-        sed_train.label_paths({**given, "test_csv": str(tmp_path / "nope.csv")})
+        sed_data.label_paths({**given, "test_csv": str(tmp_path / "nope.csv")})
     with pytest.raises(SystemExit, match="no --test_tsv given and no"):
         (tmp_path / "t.csv").write_text("ID,duration,wav\n")
-        sed_train.label_paths({**given, "test_csv": str(tmp_path / "t.csv")})
+        sed_data.label_paths({**given, "test_csv": str(tmp_path / "t.csv")})
     unknown = tmp_path / "u.tsv"
     unknown.write_text(HEADER + "test_0.wav\t0\t1\tsiren\n")
     with pytest.raises(LabelError, match="label 'siren' is not in the training"):
-        sed_train.load_clips(given["test_csv"], str(unknown), str(scenes), ["beep"])
+        sed_data.load_clips(given["test_csv"], str(unknown), str(scenes), ["beep"])
     weak = tmp_path / "weak.tsv"
     weak.write_text("filename\tevent_labels\ntrain_0.wav\tbeep\n")
     bad = run_recipe(

@@ -32,6 +32,7 @@ from speechbrain.dataio.batch import PaddedBatch
 from bestrq2_lobes.data.audio import read_segment
 from bestrq2_lobes.data.manifest import prepare_folder, read_manifest, scan_audio_folder
 from bestrq2_lobes.model.pretraining import masked_prediction_loss
+from bestrq2_lobes.model.targets import TARGET_NORMS, TargetNormalization
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "pretrain" / "train.py"
@@ -308,12 +309,33 @@ def _alone_codes(model, wav):
     """Patches and codes of every token of one clip, computed alone (no lengths)."""
     feats = model.frontend(wav[None])
     patches = model.encoder.grid.patchify(feats)[0]
-    return patches, model.quantizer(patches)
+    return patches, model.target_codes(patches[None])[0]
 
 
-def test_targets_of_a_clip_do_not_depend_on_its_batch(data_folder, tiny_model):
-    """A clip's targets alone == in a batch padded with silent/clipped/short clips."""
+@pytest.mark.parametrize("target_norm", TARGET_NORMS)
+def test_targets_of_a_clip_do_not_depend_on_its_batch(
+    data_folder, tiny_model, target_norm
+):
+    """A clip's targets alone == in a batch padded with silent/clipped/short clips.
+
+    With every target normalisation (``utterance`` takes statistics over each
+    clip's valid frames: the batch padding must not enter them).
+    """
     model = tiny_model
+    grid = model.encoder.grid
+    norm = TargetNormalization(target_norm, grid.n_mels, grid.patch_freq)
+    if target_norm == "global":
+        norm.set_statistics(
+            torch.linspace(-90.0, -20.0, grid.n_mels), torch.full((grid.n_mels,), 12.0)
+        )
+    default, model.target_norm = model.target_norm, norm
+    try:
+        _check_targets_do_not_depend_on_batch(data_folder, model, target_norm)
+    finally:
+        model.target_norm = default
+
+
+def _check_targets_do_not_depend_on_batch(data_folder, model, target_norm):
     clips = {
         name: read_segment(data_folder / name, sample_rate=SR)
         for name in (
@@ -327,9 +349,11 @@ def test_targets_of_a_clip_do_not_depend_on_its_batch(data_folder, tiny_model):
     alone = {name: _alone_codes(model, wav) for name, wav in clips.items()}
 
     # digital silence: log-mel at the floor (-100 dB), one finite code everywhere
+    # (one per frequency row with per-band global statistics)
     patches, codes = alone["silence.wav"]
     assert torch.equal(patches, torch.full_like(patches, -100.0))
-    assert codes.unique().numel() == 1
+    rows = model.encoder.grid.freq_rows if target_norm == "global" else 1
+    assert codes.unique().numel() <= rows
     for patches, codes in alone.values():
         assert torch.isfinite(patches).all()
         assert ((codes >= 0) & (codes < TINY["codebook_size"])).all()
@@ -353,7 +377,11 @@ def test_targets_of_a_clip_do_not_depend_on_its_batch(data_folder, tiny_model):
             n = int(valid[i])
             assert n == ref_patches.shape[0], name
             assert torch.equal(patches[i, :n], ref_patches), (order, name)
-            assert torch.equal(model.quantizer(patches[i, :n]), ref_codes), name
+            codes = model.target_codes(patches[i : i + 1, :n])[0]
+            assert torch.equal(codes, ref_codes), name
+            # the batch's own valid counts: padding does not enter the statistics
+            codes = model.target_codes(patches, valid)[i, :n]
+            assert torch.equal(codes, ref_codes), (order, name)
             keep = plan.masked_valid[i]
             masked = plan.masked_idx[i][keep]
             assert torch.equal(targets[i][keep], ref_codes[masked]), (order, name)

@@ -66,7 +66,7 @@ def test_export_round_trip_same_outputs(tmp_path):
     src = fake_pretraining_output(tmp_path / "run", encoder, frontend)
     assert find_checkpoint(src).name == "CKPT+1"
     out = export(src, tmp_path / "enc")
-    for name in ("config.json", "encoder.ckpt", "hyperparams.yaml", "README.md"):
+    for name in ("config.json", "encoder.safetensors", "hyperparams.yaml", "README.md"):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["info"]["steps"] == 8 and config["hop_ms"] == 625.0
@@ -124,9 +124,12 @@ def test_unfrozen_lobe_fine_tunes():
     "break_it, message",
     [
         (lambda d: (d / "config.json").unlink(), "missing config file"),
-        (lambda d: (d / "encoder.ckpt").unlink(), "missing weights file"),
+        (lambda d: (d / "encoder.safetensors").unlink(), "missing weights file"),
         (lambda d: (d / "config.json").write_text("format: x\n"), "not plain JSON"),
-        (lambda d: (d / "encoder.ckpt").write_bytes(b"\x00" * 10), "encoder.ckpt"),
+        (
+            lambda d: (d / "encoder.safetensors").write_bytes(b"\x00" * 10),
+            "encoder.safetensors",
+        ),
     ],
 )
 def test_broken_encoder_dir_fails_loudly(tmp_path, break_it, message):
@@ -168,6 +171,7 @@ def test_crafted_pickle_is_refused_and_does_not_run(tmp_path):
     frontend, encoder = tiny_modules()
     path = Path(write_encoder_dir(tmp_path / "enc", frontend, encoder, 10.0))
     marker = tmp_path / "pwned"
+    (path / "encoder.safetensors").unlink()  # a directory of the older format
     torch.save({"x": _RunsCode(marker)}, path / "encoder.ckpt")
     with pytest.raises(EncoderDirError, match="refused"):
         load_encoder_dir(path)

@@ -30,6 +30,8 @@ class BestRQ2XaresEncoder(torch.nn.Module):
     """X-ARES interface: ``forward(audio [B, T]) -> [B, T', D]`` at 16 kHz.
 
     Batches come zero-padded without lengths; long audio is chunked by the lobe.
+    The audio goes to the lobe unchanged, so the lobe's input checks apply (one-line
+    ``LobeInputError``), and a clip shorter than one frame gives one frame.
 
     Example
     -------
@@ -56,4 +58,4 @@ class BestRQ2XaresEncoder(torch.nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Encodes (batch, samples) audio into (batch, frames, output_dim)."""
         with torch.inference_mode():
-            return self.lobe(audio.float())
+            return self.lobe(audio)

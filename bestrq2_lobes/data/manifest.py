@@ -29,6 +29,7 @@ from bestrq2_lobes.data.files import atomic_open
 __all__ = [
     "AUDIO_EXTENSIONS",
     "ManifestError",
+    "list_audio",
     "scan_audio_folder",
     "write_csv",
     "read_manifest",
@@ -54,8 +55,22 @@ class ManifestError(ValueError):
     """
 
 
-def _list_audio(folder: str, extensions: Sequence[str]) -> list[str]:
-    """Returns the audio files under ``folder`` as sorted relative posix paths."""
+def list_audio(
+    folder: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS
+) -> list[str]:
+    """Returns the audio files under ``folder`` as sorted relative posix paths.
+
+    Hidden files are left out; ``extensions`` match case-insensitively.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> for name in ("b.WAV", "a/c.flac", ".hidden.wav", "notes.txt"):
+    ...     _ = tmp.ensure(name)
+    >>> list_audio(tmp)
+    ['a/c.flac', 'b.WAV']
+    """
+    folder = os.fspath(folder)
     exts = tuple(e.lower() for e in extensions)
     found = []
     for root, dirs, files in os.walk(folder):
@@ -118,7 +133,7 @@ def scan_audio_folder(
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ManifestError(f"audio folder not found: {folder!r}")
-    files = _list_audio(folder, extensions)
+    files = list_audio(folder, extensions)
     if not files:
         raise ManifestError(
             f"no audio files ({', '.join(extensions)}) found under {folder!r}"
@@ -337,7 +352,7 @@ def split_rows(
 
 def _fingerprint(folder: str, extensions: Sequence[str]) -> list:
     """Cheap summary (count, bytes, newest mtime) of the audio in a folder."""
-    files = _list_audio(folder, extensions)
+    files = list_audio(folder, extensions)
     stats = [os.stat(os.path.join(folder, rel)) for rel in files]
     return [
         len(files),
@@ -354,6 +369,7 @@ def prepare_folder(
     valid_csv: str | os.PathLike | None = None,
     seed: int = 1234,
     progress: bool = True,
+    verbose: bool = True,
 ) -> dict:
     """Scans a folder of audio into train/valid manifests for pretraining.
 
@@ -379,6 +395,9 @@ def prepare_folder(
         Seed of the train/valid split.
     progress : bool
         Show a progress bar (only on a terminal).
+    verbose : bool
+        Log what was done (a scan, or reuse of up-to-date manifests). False
+        for a second call that only needs the paths.
 
     Returns
     -------
@@ -427,7 +446,13 @@ def prepare_folder(
     if all(os.path.isfile(p) for p in written + [opts_file]):
         with open(opts_file, encoding="utf-8") as f:
             if json.load(f) == json.loads(json.dumps(opts)):
-                logger.info("Manifests in %s are up to date, skipping.", save_folder)
+                if verbose:
+                    logger.info(
+                        "Manifests in %s are up to date (%s is unchanged "
+                        "since its scan): reusing them.",
+                        save_folder,
+                        data_folder,
+                    )
                 return _drop_empty_valid(out, valid_csv)
     os.makedirs(save_folder, exist_ok=True)
     if os.path.exists(opts_file):
@@ -444,16 +469,30 @@ def prepare_folder(
     write_csv(train, out["train_csv"], fields)
     with open(opts_file, "w", encoding="utf-8") as f:
         json.dump(opts, f, indent=1)
-    hours = sum(r["duration"] for r in rows) / 3600
-    logger.info(
-        "scanned %d files: %d usable (%.2f h), %d skipped -> see %s",
-        len(rows) + len(skipped),
-        len(rows),
-        hours,
-        len(skipped),
-        out["skipped_csv"],
-    )
+    if verbose:
+        logger.info(_scan_summary(rows, skipped, out["skipped_csv"]))
     return _drop_empty_valid(out, valid_csv)
+
+
+def _scan_summary(rows: list[dict], skipped: list[dict], skipped_csv: str) -> str:
+    """One line on a scan: files, usable hours, and the skipped ones (if any).
+
+    Example
+    -------
+    >>> rows = [{"duration": 1800.0}, {"duration": 1800.0}]
+    >>> _scan_summary(rows, [], "s.csv")
+    'scanned 2 files: all usable (1.00 h)'
+    >>> _scan_summary(rows, [{}], "s.csv")
+    'scanned 3 files: 2 usable (1.00 h), 1 skipped -> see s.csv'
+    """
+    hours = sum(r["duration"] for r in rows) / 3600
+    total = len(rows) + len(skipped)
+    if not skipped:
+        return f"scanned {total} files: all usable ({hours:.2f} h)"
+    return (
+        f"scanned {total} files: {len(rows)} usable ({hours:.2f} h), "
+        f"{len(skipped)} skipped -> see {skipped_csv}"
+    )
 
 
 def _drop_empty_valid(out: dict, valid_csv: str | os.PathLike | None) -> dict:
@@ -551,11 +590,14 @@ def check_manifest_audio(
     write_csv(good, save_csv, fields)
     with open(opts_file, "w", encoding="utf-8") as f:
         json.dump(opts, f)
-    logger.info(
-        "%s: %d usable clips, %d skipped -> see %s",
-        csv_path,
-        len(good),
-        len(skipped),
-        skipped_csv,
-    )
+    if skipped:
+        logger.info(
+            "%s: %d usable clips, %d skipped -> see %s",
+            csv_path,
+            len(good),
+            len(skipped),
+            skipped_csv,
+        )
+    else:
+        logger.info("%s: all %d clips usable", csv_path, len(good))
     return save_csv

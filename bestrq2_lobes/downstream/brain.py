@@ -64,6 +64,38 @@ class FrozenEncoderBrain(sb.core.Brain):
         if not self.hparams.freeze_encoder and self.checkpointer is not None:
             self.checkpointer.add_recoverable("ssl", self.hparams.ssl)
 
+    @classmethod
+    def from_hparams(cls, hparams: dict, run_opts, modules: dict | None = None):
+        """The Brain of a recipe's loaded hparams (``modules`` defaults to theirs)."""
+        return cls(
+            modules=hparams["modules"] if modules is None else modules,
+            opt_class=hparams["opt_class"],
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=hparams["checkpointer"],
+        )
+
+    def fit_then_test(
+        self, datasets: dict, train_loader_kwargs: dict | None = None, **best
+    ) -> None:
+        """Trains on ``train`` (validating on ``valid`` if given), then tests.
+
+        ``best`` picks the tested checkpoint (``max_key="map"``,
+        ``min_key="WER"``); without it, the latest. Loader options come from the
+        hparams' ``{train,valid,test}_dataloader_opts``.
+        """
+        hp = self.hparams
+        self.fit(
+            hp.epoch_counter,
+            datasets["train"],
+            datasets.get("valid"),
+            train_loader_kwargs=train_loader_kwargs or hp.train_dataloader_opts,
+            valid_loader_kwargs=hp.valid_dataloader_opts,
+        )
+        self.evaluate(
+            datasets["test"], test_loader_kwargs=hp.test_dataloader_opts, **best
+        )
+
     def forward_head(self, feats, counts, stage):
         """The recipe's output for frames (batch, T, D) with valid ``counts``."""
         raise NotImplementedError

@@ -27,8 +27,8 @@ class FeatureCache:
     Arguments
     ---------
     max_bytes : int
-        Clips are added while the cache holds less than this; later clips are
-        encoded every time.
+        The cache never holds more; clips that do not fit are encoded every
+        time.
 
     Example
     -------
@@ -77,8 +77,9 @@ class FeatureCache:
             zip(ids, counts, num_samples, strict=True)
         ):
             key = (uid, int(samples))
-            if key in self.items or self.bytes >= self.max_bytes:
+            part = hiddens[:, i, : int(count)]
+            size = part.numel() * part.element_size()
+            if key in self.items or self.bytes + size > self.max_bytes:
                 continue
-            part = hiddens[:, i, : int(count)].detach().to("cpu", copy=True)
-            self.items[key] = part
-            self.bytes += part.numel() * part.element_size()
+            self.items[key] = part.detach().to("cpu", copy=True)
+            self.bytes += size

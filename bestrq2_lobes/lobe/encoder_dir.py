@@ -2,10 +2,13 @@
 
 An encoder directory holds ``config.json`` (front end and encoder settings, the
 pretraining crop length and a few facts about the run; plain JSON, no executable
-tags) and ``encoder.ckpt`` (the encoder's ``state_dict``, read with
-``torch.load(weights_only=True)``, which refuses pickled code). Loading is strict:
+tags) and ``encoder.safetensors`` (the encoder's ``state_dict``; a format that
+cannot hold code). Directories written before hold ``encoder.ckpt`` instead, read
+with ``torch.load(weights_only=True)``, which refuses pickled code. Loading is strict:
 a missing file, a missing key or a tensor of the wrong shape stops with a one-line
-error naming it.
+error naming it. The config's sizes are checked for type, bounds and agreement, and
+the weights' names and shapes against the config, before any module is allocated;
+a tensor holding a NaN or an infinity is refused (``config_checks``).
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -14,6 +17,7 @@ Authors
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import pickle
@@ -21,28 +25,39 @@ import pickle
 import torch
 
 from bestrq2_lobes.data.files import atomic_open, atomic_path
+from bestrq2_lobes.lobe import config_checks
 from bestrq2_lobes.model.encoder import ViTEncoder
 from bestrq2_lobes.model.frontend import LogMel
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "encoder.ckpt"
+WEIGHTS_FILE = "encoder.ckpt"  # older encoder directories, and recipe checkpoints
+SAFE_WEIGHTS_FILE = "encoder.safetensors"  # what write_encoder_dir writes
 PRETRAIN_CONFIG = "encoder_config.json"  # written by the pretraining recipe
 FORMAT = "bestrq2-encoder"
 
+
+def defaults(module_class) -> dict:
+    """The constructor defaults of a module: the paper's sizes, in one place.
+
+    Example
+    -------
+    >>> defaults(ViTEncoder)["embed_dim"], defaults(LogMel)["hop_length"]
+    (768, 625)
+    """
+    return {
+        name: param.default
+        for name, param in inspect.signature(module_class).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
+
+
+# The paper's configuration is the modules' defaults; the speech one changes
+# the front end's resolution and the patch shape.
 PRESETS = {
     "paper": {
-        "frontend": LogMel().config,
-        "encoder": dict(
-            n_mels=128,
-            patch_freq=16,
-            patch_time=16,
-            embed_dim=768,
-            depth=12,
-            num_heads=12,
-            mlp_ratio=4.0,
-            drop_path=0.1,
-            norm_eps=1e-5,
-        ),
+        # the authors' front end (normalized STFT): their weights and targets
+        "frontend": {**defaults(LogMel), "normalized": True},
+        "encoder": defaults(ViTEncoder),
         "crop_seconds": 10.0,
     },
 }
@@ -117,11 +132,60 @@ def encoder_config(preset: str = "paper", **sizes) -> dict:
 
 
 def build_modules(config: dict) -> tuple[LogMel, ViTEncoder]:
-    """Front end and (randomly initialised) encoder of a config."""
+    """Front end and (randomly initialised) encoder of a config.
+
+    The config is checked first (``validate_config``), so a bad size fails in
+    one line before anything is allocated.
+
+    Example
+    -------
+    >>> build_modules(encoder_config(embed_dim=30, num_heads=3))
+    Traceback (most recent call last):
+    ...
+    bestrq2_lobes.lobe.encoder_dir.EncoderDirError: invalid encoder config: ...
+    """
+    validate_config(config)
     try:
         return LogMel(**config["frontend"]), ViTEncoder(**config["encoder"])
     except (KeyError, TypeError) as err:
         raise EncoderDirError(f"invalid encoder config: {err}") from None
+
+
+def validate_config(config: dict, where: str = "invalid encoder config") -> None:
+    """Types, bounds and agreement of the sizes (``config_checks.check_config``).
+
+    Arguments
+    ---------
+    config : dict
+        ``{"frontend": ..., "encoder": ..., "crop_seconds": ...}``.
+    where : str
+        What the one-line ``EncoderDirError`` starts with (the file name).
+
+    Example
+    -------
+    >>> validate_config(encoder_config(hop_length=0), "config.json")
+    Traceback (most recent call last):
+    ...
+    bestrq2_lobes.lobe.encoder_dir.EncoderDirError: config.json: frontend.hop_length ...
+    """
+    try:
+        config_checks.check_config(config)
+    except ValueError as err:
+        raise EncoderDirError(f"{where}: {err}") from None
+
+
+def check_weights(config: dict, state: dict, path: str) -> None:
+    """Checks tensor names and shapes against the config without building it.
+
+    The expected shapes come from an encoder built on the ``meta`` device (no
+    memory), so a config whose sizes disagree with the weights stops here,
+    before the real modules are allocated.
+    """
+    try:
+        expected = config_checks.expected_shapes(config["encoder"])
+        config_checks.check_state_shapes(expected, state)
+    except (ValueError, TypeError) as err:
+        raise EncoderDirError(f"{path}: {err}") from None
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -158,6 +222,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     for key in ("frontend", "encoder", "crop_seconds"):
         if key not in config:
             raise EncoderDirError(f"{path}: missing key {key!r}")
+    validate_config(config, path)
     return config
 
 
@@ -181,23 +246,47 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     return state
 
 
+def load_safetensors(path: str | os.PathLike) -> dict:
+    """Loads a safetensors file (tensors only; the format cannot hold code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EncoderDirError(f"{path}: missing weights file")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        raise EncoderDirError(f"{path}: unreadable weights ({lines[0]})") from None
+
+
+def weights_path(directory: str | os.PathLike) -> str:
+    """``encoder.safetensors`` of a directory, or ``encoder.ckpt`` if only that."""
+    directory = os.fspath(directory)
+    safe = os.path.join(directory, SAFE_WEIGHTS_FILE)
+    legacy = os.path.join(directory, WEIGHTS_FILE)
+    return legacy if os.path.isfile(legacy) and not os.path.isfile(safe) else safe
+
+
+def load_weights(path: str | os.PathLike) -> dict:
+    """``load_safetensors`` or ``load_state_dict``, by the file's extension."""
+    if os.fspath(path).endswith(".safetensors"):
+        return load_safetensors(path)
+    return load_state_dict(path)
+
+
 def load_strict(module: torch.nn.Module, state: dict, path: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error naming the keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise EncoderDirError(
-            f"{path}: does not match the config: missing keys {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected keys "
-            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
-    for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise EncoderDirError(
-                f"{path}: {key} has shape {tuple(value.shape)}, the config "
-                f"expects {tuple(own[key].shape)}"
-            )
+    """``load_state_dict(strict=True)`` with a one-line error naming the keys.
+
+    A tensor holding a NaN or an infinity is refused, naming it.
+    """
+    expected = {key: value.shape for key, value in module.state_dict().items()}
+    try:
+        config_checks.check_state_shapes(expected, state)
+        config_checks.check_finite_state(state)
+    except ValueError as err:
+        raise EncoderDirError(f"{path}: {err}") from None
     module.load_state_dict(state, strict=True)
 
 
@@ -210,9 +299,11 @@ def load_encoder_dir(directory: str | os.PathLike):
         Front end, encoder with the exported weights, and the config.
     """
     config = read_config(directory)
+    path = weights_path(directory)
+    state = load_weights(path)
+    check_weights(config, state, path)  # before the modules are allocated
     frontend, encoder = build_modules(config)
-    path = os.path.join(os.fspath(directory), WEIGHTS_FILE)
-    load_strict(encoder, load_state_dict(path), path)
+    load_strict(encoder, state, path)
     return frontend, encoder, config
 
 
@@ -223,7 +314,7 @@ def write_encoder_dir(
     crop_seconds: float,
     info: dict | None = None,
 ) -> str:
-    """Writes ``config.json`` and ``encoder.ckpt`` (the loader's counterpart).
+    """Writes ``config.json`` and ``encoder.safetensors`` (the loader's counterpart).
 
     Example
     -------
@@ -237,8 +328,10 @@ def write_encoder_dir(
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    with atomic_path(os.path.join(directory, WEIGHTS_FILE)) as part:
-        torch.save(state, part)
+    from safetensors.torch import save_file
+
+    with atomic_path(os.path.join(directory, SAFE_WEIGHTS_FILE)) as part:
+        save_file(state, part)
     config = make_config(frontend, encoder, crop_seconds, info)
     write_config(os.path.join(directory, CONFIG_FILE), config)
     return directory

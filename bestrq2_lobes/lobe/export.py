@@ -7,7 +7,7 @@ Usage::
 ``PRETRAIN_OUTPUT_OR_CKPT_DIR`` is a pretraining output folder (the latest
 checkpoint of its ``save/`` folder is taken), its ``save/`` folder, or one
 ``CKPT+...`` folder. The predictor, heads, quantizer and optimiser are dropped.
-``ENCODER_DIR`` receives ``config.json``, ``encoder.ckpt`` (tensors only),
+``ENCODER_DIR`` receives ``config.json``, ``encoder.safetensors`` (tensors only),
 ``hyperparams.yaml`` (SpeechBrain's pretrained-interface convention) and a
 ``README.md``. Runs of the one-stage baseline export the same way.
 
@@ -69,8 +69,8 @@ Exported by `python -m bestrq2_lobes.lobe.export` on {date} from `{source}`.
 | frame hop | {hop_ms} ms (one frame per patch column, mean over frequency rows) |
 | chunk length for long audio | {crop_seconds} s |
 
-Files: `config.json` (plain JSON), `encoder.ckpt` (tensors only, read with
-`torch.load(weights_only=True)`), `hyperparams.yaml`.
+Files: `config.json` (plain JSON), `encoder.safetensors` (tensors only; the
+format cannot hold code), `hyperparams.yaml`.
 
 ```python
 from bestrq2_lobes import BestRQ2Encoder

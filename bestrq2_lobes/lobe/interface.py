@@ -6,6 +6,8 @@ Example::
     model = BestRQ2EncoderInterface.from_hparams(source="encoders/bestrq2")
     frames = model.encode_file("speech.wav")          # (frames, D)
     frames = model.encode_batch(wavs, wav_lens)       # (batch, frames, D)
+    # the authors' releases by hub id (downloaded, converted once, cached):
+    model = BestRQ2EncoderInterface.from_hparams(source="ltuncay/BEST-RQ-2.2-base")
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -20,6 +22,8 @@ from speechbrain.inference.interfaces import Pretrained
 
 from bestrq2_lobes.data.audio import read_segment
 from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
+from bestrq2_lobes.lobe.hub import resolve_source
+from bestrq2_lobes.lobe.inputs import LobeInputError
 
 
 class BestRQ2EncoderInterface(Pretrained):
@@ -49,8 +53,12 @@ class BestRQ2EncoderInterface(Pretrained):
 
     @classmethod
     def from_hparams(cls, source, hparams_file="hyperparams.yaml", **kwargs):
-        """Loads the interface from a local encoder directory."""
-        source = os.fspath(source)
+        """Loads the interface from an encoder directory or a hub id.
+
+        A hub id (``revision=`` picks its branch, tag or commit) is resolved
+        by ``bestrq2_lobes.lobe.hub.resolve_source`` into a converted directory.
+        """
+        source = os.fspath(resolve_source(source, kwargs.pop("revision", None)))
         if not os.path.isfile(os.path.join(source, hparams_file)):
             raise EncoderDirError(f"{source}: missing {hparams_file}")
         overrides = {"source": os.path.abspath(source), **kwargs.pop("overrides", {})}
@@ -67,16 +75,29 @@ class BestRQ2EncoderInterface(Pretrained):
     def encode_batch(
         self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(batch, frames, D) features of (batch, samples) waveforms."""
-        wavs = wavs.to(self.device).float()
-        if wav_lens is not None:
+        """(batch, frames, D) features of (batch, samples) waveforms.
+
+        The lobe checks the input (``LobeInputError``): floating-point audio
+        (integer PCM is refused, not rescaled), ``wav_lens`` in (0, 1], no empty
+        clip, no non-finite sample. Every clip gives at least one frame.
+        """
+        if isinstance(wavs, torch.Tensor):
+            wavs = wavs.to(self.device)
+        if isinstance(wav_lens, torch.Tensor):
             wav_lens = wav_lens.to(self.device)
         return self.encoder(wavs, wav_lens)
 
     def encode_file(self, path: str | os.PathLike) -> torch.Tensor:
-        """(frames, D) features of one audio file (resampled, downmixed)."""
+        """(frames, D) features of one audio file (resampled, downmixed).
+
+        A file shorter than one frame gives one frame; an empty file or one with
+        non-finite samples stops with a ``LobeInputError`` naming the file.
+        """
         wav = read_segment(path, sample_rate=self.encoder.sample_rate)
-        return self.encode_batch(wav.unsqueeze(0))[0]
+        try:
+            return self.encode_batch(wav.unsqueeze(0))[0]
+        except LobeInputError as err:
+            raise LobeInputError(f"{os.fspath(path)}: {err}") from None
 
     def forward(self, wavs, wav_lens=None):
         """Same as ``encode_batch``."""

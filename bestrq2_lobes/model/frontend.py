@@ -2,8 +2,11 @@
 
 The paper preset is 16 kHz audio, a centred STFT with a 2048-sample Hann window and
 a 625-sample hop (39.0625 ms), 128 HTK mel bands over 0-8000 Hz without area
-normalisation, power 2 and ``10 * log10(max(x, 1e-10))``. The front end always runs
-in fp32, also under autocast.
+normalisation, power 2 and ``10 * log10(max(x, 1e-10))``. With ``normalized=True``
+the STFT is divided by ``sqrt(sum(window ** 2))`` first (torchaudio's
+``MelSpectrogram(normalized=True)``, the authors' front end): every value is
+``10 * log10(768) = 28.85`` dB lower before the floor. The front end always runs in
+fp32, also under autocast.
 
 Each signal of a padded batch is reflect-padded at *its own* end before the STFT, so
 the frames of a clip are the same whether it is alone or padded into a batch.
@@ -45,6 +48,9 @@ class LogMel(torch.nn.Module):
         A fixed mean subtracted from the log-mel (off by default, as in the paper).
     norm_std : float, optional
         A fixed standard deviation the log-mel is divided by (off by default).
+    normalized : bool
+        Divide the STFT by the window's L2 norm, as the authors' front end does
+        (the paper preset sets it; False when absent, as in older configs).
 
     Example
     -------
@@ -56,6 +62,10 @@ class LogMel(torch.nn.Module):
     tensor([257, 129])
     >>> frontend.hop_ms
     39.0625
+    >>> wav = torch.randn(1, 16000)
+    >>> diff = LogMel()(wav) - LogMel(normalized=True)(wav)
+    >>> round(float(diff.median()), 2)
+    28.85
     """
 
     def __init__(
@@ -70,6 +80,7 @@ class LogMel(torch.nn.Module):
         floor: float = 1e-10,
         norm_mean: float | None = None,
         norm_std: float | None = None,
+        normalized: bool = False,
     ):
         super().__init__()
         self.config = dict(
@@ -83,6 +94,7 @@ class LogMel(torch.nn.Module):
             floor=floor,
             norm_mean=norm_mean,
             norm_std=norm_std,
+            normalized=bool(normalized),
         )
         self.sample_rate = sample_rate
         self.n_fft = n_fft
@@ -104,6 +116,7 @@ class LogMel(torch.nn.Module):
             pad_mode="reflect",
             norm=None,
             mel_scale="htk",
+            normalized=bool(normalized),
         )
 
     @property

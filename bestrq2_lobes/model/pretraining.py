@@ -3,8 +3,10 @@
 Both share the front end, the patch grid, the masking and the frozen quantizer, and
 the same interface: waveforms and SpeechBrain relative lengths in, a
 :class:`PretrainOutput` (logits at the masked cells, their targets, diagnostics)
-out. The log-mel is computed once per step: the encoder's patches and the
-quantizer's inputs are the same tensor.
+out. The log-mel is computed once per step: the encoder reads the patches, the
+quantizer reads them through the target normalisation
+(:class:`~bestrq2_lobes.model.targets.TargetNormalization`; ``none``, the
+paper's raw dB patches, by default).
 
 * :class:`BestRQ2` (contextualize-then-predict): the encoder reads only the visible
   tokens; the predictor adds mask tokens at the masked cells and predicts codes.
@@ -29,6 +31,7 @@ from bestrq2_lobes.model.frontend import LogMel
 from bestrq2_lobes.model.masking import MaskPlan, MaskSampler
 from bestrq2_lobes.model.predictor import CodebookHeads, Predictor
 from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+from bestrq2_lobes.model.targets import TargetNormalization
 from bestrq2_lobes.model.tokens import gather_tokens, prefix_mask, sample_counts
 
 
@@ -73,6 +76,9 @@ class MaskedPretrainingModel(nn.Module):
         The frozen target quantizer.
     mask_sampler : MaskSampler
         Draws the masks.
+    target_norm : TargetNormalization, optional
+        Normalisation of the quantizer's input (the encoder's is untouched);
+        None: ``none``, the paper's raw patches.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class MaskedPretrainingModel(nn.Module):
         encoder: ViTEncoder,
         quantizer: RandomProjectionQuantizer,
         mask_sampler: MaskSampler,
+        target_norm: TargetNormalization | None = None,
     ):
         super().__init__()
         if quantizer.input_dim != encoder.grid.patch_dim:
@@ -93,10 +100,48 @@ class MaskedPretrainingModel(nn.Module):
                 f"front end gives {frontend.n_mels} mels, encoder expects "
                 f"{encoder.grid.n_mels}"
             )
+        grid = encoder.grid
+        if target_norm is None:
+            target_norm = TargetNormalization(
+                "none", grid.n_mels, grid.patch_freq, grid.patch_time
+            )
+        shape = (grid.n_mels, grid.patch_freq, grid.patch_time)
+        norm_grid = target_norm.grid
+        if (norm_grid.n_mels, norm_grid.patch_freq, norm_grid.patch_time) != shape:
+            raise ValueError(
+                f"target_norm grid {norm_grid.n_mels} mels, {norm_grid.patch_freq} x "
+                f"{norm_grid.patch_time} patches != the encoder's {shape}"
+            )
         self.frontend = frontend
         self.encoder = encoder
         self.quantizer = quantizer
         self.mask_sampler = mask_sampler
+        self.target_norm = target_norm
+
+    @torch.no_grad()
+    def target_codes(
+        self,
+        patches: torch.Tensor,
+        valid_tokens: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The quantizer's codes of patches, as training computes its targets.
+
+        Arguments
+        ---------
+        patches : torch.Tensor
+            (batch, tokens, patch_dim) raw patches of the grid.
+        valid_tokens : torch.Tensor, optional
+            (batch,) valid tokens per clip (None: all); ``utterance`` uses it.
+        index : torch.Tensor, optional
+            (batch, K) tokens to quantise (None: all).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, tokens or K, num_codebooks) code ids.
+        """
+        return self.quantizer(self.target_norm(patches, valid_tokens, index))
 
     @property
     def min_seconds(self) -> float:
@@ -137,7 +182,7 @@ class MaskedPretrainingModel(nn.Module):
         plan = self.mask_sampler(
             valid_tokens, num_tokens, device=wav.device, generator=generator
         )
-        targets = self.quantizer(gather_tokens(patches, plan.masked_idx))
+        targets = self.target_codes(patches, valid_tokens, plan.masked_idx)
         seconds = float(lengths.sum()) / self.frontend.sample_rate
         return patches, plan, targets, valid_tokens, seconds
 
@@ -157,6 +202,8 @@ class BestRQ2(MaskedPretrainingModel):
         The frozen target quantizer.
     mask_sampler : MaskSampler
         Draws the masks.
+    target_norm : TargetNormalization, optional
+        Normalisation of the quantizer's input; None: the paper's raw patches.
 
     Example
     -------
@@ -181,8 +228,9 @@ class BestRQ2(MaskedPretrainingModel):
         predictor: Predictor,
         quantizer: RandomProjectionQuantizer,
         mask_sampler: MaskSampler,
+        target_norm: TargetNormalization | None = None,
     ):
-        super().__init__(frontend, encoder, quantizer, mask_sampler)
+        super().__init__(frontend, encoder, quantizer, mask_sampler, target_norm)
         self.predictor = predictor
 
     def forward(
@@ -253,6 +301,8 @@ class OneStageBestRQ(MaskedPretrainingModel):
         The frozen target quantizer.
     mask_sampler : MaskSampler
         Draws the masks.
+    target_norm : TargetNormalization, optional
+        Normalisation of the quantizer's input; None: the paper's raw patches.
 
     Example
     -------
@@ -275,8 +325,9 @@ class OneStageBestRQ(MaskedPretrainingModel):
         head: OneStageHead,
         quantizer: RandomProjectionQuantizer,
         mask_sampler: MaskSampler,
+        target_norm: TargetNormalization | None = None,
     ):
-        super().__init__(frontend, encoder, quantizer, mask_sampler)
+        super().__init__(frontend, encoder, quantizer, mask_sampler, target_norm)
         self.head = head
 
     def forward(

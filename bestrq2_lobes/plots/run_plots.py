@@ -171,6 +171,10 @@ def plot_codebook_usage(
 ) -> dict:
     """Histogram of the target codes of every valid patch of a dataset.
 
+    The codes are computed as training computes its targets: through the run's
+    target normalisation (``target_norm``) and quantizer
+    (``MaskedPretrainingModel.target_codes``), each clip alone.
+
     Returns the figure path, the perplexity and the number of dead codes.
     """
     from tqdm import tqdm
@@ -188,7 +192,7 @@ def plot_codebook_usage(
         if wav.shape[1] < model.min_seconds * hparams["sample_rate"]:
             continue
         patches = grid.patchify(model.frontend(wav))
-        codes = quantizer(patches[0]).T
+        codes = model.target_codes(patches)[0].T
         for q in range(quantizer.num_codebooks):
             counts[q] += torch.bincount(codes[q], minlength=quantizer.codebook_size)
     usage = counts[0]

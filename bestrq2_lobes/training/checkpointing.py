@@ -7,7 +7,9 @@ hidden temporary folder and renamed into place only when every file is on disk;
 a checkpoint is either complete or absent. A failing write (disk full, read-only
 output) removes the temporary folder, keeps the previous checkpoints, and raises
 a one-line error saying so. Temporary folders left by a killed process are
-removed at the next save.
+removed at the next save. The checkpoint folder is created by the first save,
+not when the hparams are loaded: a run stopped before it (a rejected argument)
+leaves no folder behind.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -54,7 +56,22 @@ class AtomicCheckpointer(Checkpointer):
     ['CKPT.yaml', 'layer.ckpt']
     >>> [p.basename.startswith(TMP_PREFIX) for p in tmp.listdir()]
     [False]
+    >>> lazy = AtomicCheckpointer(tmp / "run" / "save", recoverables={"l": layer})
+    >>> (tmp / "run").exists(), lazy.find_checkpoint()
+    (False, None)
     """
+
+    def __init__(self, checkpoints_dir, *args, **kwargs):
+        created = _first_missing(checkpoints_dir)
+        super().__init__(checkpoints_dir, *args, **kwargs)  # makes the folder
+        if created is not None and if_main_process():
+            _remove_empty(self.checkpoints_dir, created)
+
+    def list_checkpoints(self):
+        """The checkpoints on disk; none before the first save."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return super().list_checkpoints()
 
     def save_checkpoint(
         self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO
@@ -114,6 +131,27 @@ class AtomicCheckpointer(Checkpointer):
             if path.name.startswith(TMP_PREFIX + CKPT_PREFIX):
                 logger.warning("Removing an incomplete checkpoint: %s", path)
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _first_missing(path) -> str | None:
+    """The outermost folder of ``path`` that does not exist yet (None: all do)."""
+    path, missing = os.path.abspath(os.fspath(path)), None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def _remove_empty(folder, up_to) -> None:
+    """Removes ``folder`` and its parents up to ``up_to``, while they are empty."""
+    folder, up_to = os.path.abspath(os.fspath(folder)), os.path.abspath(up_to)
+    while True:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (another process wrote there) or gone
+            return
+        if folder == up_to:
+            return
+        folder = os.path.dirname(folder)
 
 
 def _fsync_tree(folder) -> None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import io
+import os
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
+from hyperpyyaml.core import recursive_update
 from speechbrain.utils.distributed import ddp_barrier
 
 
@@ -38,7 +42,54 @@ def parse_arguments(argv: list[str]):
         run_opts = dataclasses.replace(
             run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
         )
+    hparams_file, overrides = resolve_base(hparams_file, overrides)
     return hparams_file, run_opts, overrides
+
+
+BASE_KEY = "__base__"
+
+
+def resolve_base(hparams_file: str, overrides: str) -> tuple[str, str]:
+    r"""An hparams file with a ``__base__`` key is that file with its keys changed.
+
+    A variant file (``hparams/bestrq2_vit_speech.yaml``) names its base file
+    (relative to its own folder) and lists only the keys it changes. This gives
+    the base file and one overrides string: the variant's keys, then the
+    command line's on top. Bases may chain; other files pass through unchanged.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The hparams file named on the command line.
+    overrides : str
+        The command-line overrides (YAML).
+
+    Returns
+    -------
+    (str, str)
+        The file to load and the overrides to load it with.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmpdir")
+    >>> _ = (tmp / "base.yaml").write("a: 1\nb: !ref <a>\n")
+    >>> _ = (tmp / "v.yaml").write("__base__: base.yaml\na: 2  # changed\n")
+    >>> path, overrides = resolve_base(str(tmp / "v.yaml"), "c: 3")
+    >>> os.path.basename(path), overrides.split()
+    ('base.yaml', ['a:', '2', '#', 'changed', 'c:', '3'])
+    """
+    if not os.path.isfile(hparams_file):
+        return hparams_file, overrides  # the recipe reports the missing file
+    yaml = ruamel.yaml.YAML()  # round trip: keeps !ref and other tags
+    with open(hparams_file, encoding="utf-8") as fin:
+        variant = yaml.load(fin)
+    if not isinstance(variant, dict) or BASE_KEY not in variant:
+        return hparams_file, overrides
+    base = os.path.join(os.path.dirname(hparams_file), variant.pop(BASE_KEY))
+    recursive_update(variant, yaml.load(overrides or "{}") or {})
+    stream = io.StringIO()
+    yaml.dump(variant, stream)
+    return resolve_base(base, stream.getvalue())
 
 
 def shutdown_distributed(brain) -> None:

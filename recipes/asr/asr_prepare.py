@@ -1,10 +1,10 @@
-"""Data preparation of the CTC ASR recipe: manifests, tokenizer, alignment check.
+"""Data preparation of the CTC ASR recipe: manifests and the alignment check.
 
 The manifests are SpeechBrain CSV files with an ``ID,duration,wav,wrd`` header
 (``wrd``: the transcript). This module checks them (one-line errors naming the
-file, row and column), trains the SentencePiece vocabulary on the train
-transcripts, and counts the transcripts that CTC cannot align because they need
-more frames than the encoder gives for their audio.
+file, row and column) and counts the transcripts that CTC cannot align because
+they need more frames than the encoder gives for their audio. The vocabulary
+is trained by ``asr_tokenizer``.
 
 CTC outputs are shifted by one: index 0 is the CTC blank and SentencePiece id
 ``i`` is output ``i + 1`` (so the tokenizer's ``<unk>``, id 0, never collides
@@ -21,13 +21,12 @@ import os
 from collections.abc import Callable, Sequence
 
 import torch
-from speechbrain.tokenizers.SentencePiece import SentencePiece
+from asr_tokenizer import encode
 
 from bestrq2_lobes.data.manifest import ManifestError, read_manifest
 
 logger = logging.getLogger(__name__)
 
-BLANK_INDEX = 0
 REQUIRED_COLUMNS = ("ID", "duration", "wav", "wrd")
 COARSE_HOP_MS = 100.0  # frame hops above this are too coarse for CTC on text
 
@@ -71,89 +70,6 @@ def check_manifests(
         if not rows[name]:
             raise SystemExit(f"error: {path}: no rows")
     return rows
-
-
-def train_tokenizer(
-    folder: str,
-    train_csv: str,
-    vocab_size: int,
-    token_type: str,
-    character_coverage: float = 1.0,
-) -> SentencePiece:
-    """Trains (once; main process) or loads the SentencePiece vocabulary.
-
-    The model is ``<folder>/<vocab_size>_<token_type>.model``; when it exists
-    it is loaded, not retrained (delete it after changing the train set).
-
-    Arguments
-    ---------
-    folder : str
-        Where the tokenizer model and the extracted text are written.
-    train_csv : str
-        Manifest whose ``wrd`` column is the training text.
-    vocab_size : int
-        Number of pieces (unigram/bpe; ignored by ``char``).
-    token_type : str
-        ``unigram``, ``bpe`` or ``char``.
-    character_coverage : float
-        SentencePiece character coverage.
-
-    Returns
-    -------
-    speechbrain.tokenizers.SentencePiece.SentencePiece
-    """
-    # SentencePiece creates its folder on every rank without exist_ok (a DDP race)
-    os.makedirs(folder, exist_ok=True)
-    try:
-        return SentencePiece(
-            model_dir=folder,
-            vocab_size=int(vocab_size),
-            annotation_train=train_csv,
-            annotation_read="wrd",
-            model_type=token_type,
-            character_coverage=character_coverage,
-        )
-    except (RuntimeError, ValueError, OSError) as err:
-        text = str(err).strip() or repr(err)
-        first = text.splitlines()[-1].split("] ", 1)[-1].rstrip(".")
-        raise SystemExit(
-            f"error: could not train the SentencePiece tokenizer ({token_type}, "
-            f"vocab_size={vocab_size}) on {train_csv}: {first}. Try a smaller "
-            "--vocab_size or --token_type=char."
-        ) from None
-
-
-def encode(sp, text: str) -> list[int]:
-    """CTC targets of a transcript (SentencePiece ids shifted past the blank).
-
-    Example
-    -------
-    >>> class Fake:
-    ...     def encode_as_ids(self, text):
-    ...         return [0, 3]
-    >>> encode(Fake(), "A B")
-    [1, 4]
-    """
-    return [i + 1 for i in sp.encode_as_ids(text)]
-
-
-def decode(sp, outputs: Sequence[int]) -> str:
-    """Text of a sequence of CTC outputs (blanks and repeats already removed).
-
-    Example
-    -------
-    >>> class Fake:
-    ...     def decode_ids(self, ids):
-    ...         return " ".join(map(str, ids))
-    >>> decode(Fake(), [1, 4, 0, 5])
-    '0 3 4'
-    """
-    return sp.decode_ids([int(i) - 1 for i in outputs if int(i) != BLANK_INDEX])
-
-
-def vocabulary(sp) -> list[str]:
-    """Labels of the CTC outputs: the blank, then the SentencePiece pieces."""
-    return ["<blank>"] + [sp.id_to_piece(i) for i in range(sp.vocab_size())]
 
 
 def ctc_min_frames(tokens: Sequence[int]) -> int:

@@ -4,9 +4,10 @@
 The encoder gives all its hidden layers (one frame per patch column: 40 ms for
 a speech-resolution encoder); a learnable softmax-weighted sum combines them, a
 small trainable head and a linear layer map each frame to a SentencePiece
-vocabulary (trained here on the train transcripts) plus the CTC blank. The
-validation set is decoded greedily, the test set with a CTC beam search
-without language model; WER and CER are reported.
+vocabulary (trained here on the train transcripts) plus the CTC blank; that
+layer is sized from the trained vocabulary. The validation set is decoded
+greedily, the test set with a CTC beam search without language model; WER and
+CER are reported.
 
 To run it on an exported encoder::
 
@@ -36,12 +37,9 @@ from asr_prepare import (
     REQUIRED_COLUMNS,
     check_manifests,
     count_unalignable,
-    decode,
-    encode,
-    train_tokenizer,
     unalignable_message,
-    vocabulary,
 )
+from asr_tokenizer import decode, encode, train_tokenizer, vocabulary
 from speechbrain.decoders import ctc_greedy_decode
 from speechbrain.utils.distributed import if_main_process
 
@@ -237,22 +235,49 @@ def check_alignability(rows, sp, ssl):
 
 
 def build_tokenizer(hparams, train_csv):
-    """Trains or loads the tokenizer and checks it fits the output layer."""
-    tokenizer = train_tokenizer(
+    """Trains or reuses the run's tokenizer (never one other checkpoints used)."""
+    checkpointer = hparams["checkpointer"]
+    checkpointed = None
+    if checkpointer.list_checkpoints():
+        checkpointed = str(checkpointer.checkpoints_dir)
+    return train_tokenizer(
         hparams["tokenizer_folder"],
         train_csv,
         hparams["vocab_size"],
         hparams["token_type"],
         hparams["character_coverage"],
+        exact_vocab_size=hparams["exact_vocab_size"],
+        checkpointed=checkpointed,
     )
-    sp = tokenizer.sp
-    if sp.vocab_size() + 1 != hparams["output_neurons"]:
-        raise SystemExit(
-            f"error: the {hparams['token_type']} tokenizer has {sp.vocab_size()} "
-            f"pieces but the output layer has {hparams['output_neurons']} outputs "
-            f"(blank + vocab_size): run again with --vocab_size={sp.vocab_size()}"
-        )
-    return sp
+
+
+def build_output_layer(hparams, sp):
+    """The CTC output layer: the blank plus one output per piece of ``sp``.
+
+    ``hparams["ctc_lin"]`` is the layer's class with its input width; the
+    layer is added to ``modules`` and to the checkpointer as ``ctc_lin``.
+
+    Example
+    -------
+    >>> class Tokenizer:
+    ...     def vocab_size(self):
+    ...         return 5
+    >>> from speechbrain.utils.checkpoints import Checkpointer
+    >>> from functools import partial
+    >>> hparams = {
+    ...     "ctc_lin": partial(torch.nn.Linear, in_features=8),
+    ...     "modules": {},
+    ...     "checkpointer": Checkpointer(getfixture("tmpdir")),
+    ... }
+    >>> build_output_layer(hparams, Tokenizer())
+    Linear(in_features=8, out_features=6, bias=True)
+    >>> hparams["modules"]["ctc_lin"] is hparams["checkpointer"].recoverables["ctc_lin"]
+    True
+    """
+    ctc_lin = hparams["ctc_lin"](out_features=sp.vocab_size() + 1)
+    hparams["modules"]["ctc_lin"] = ctc_lin
+    hparams["checkpointer"].add_recoverable("ctc_lin", ctc_lin)
+    return ctc_lin
 
 
 def summary_line(brain, hparams, started):
@@ -292,32 +317,16 @@ def main(argv):
     ssl = hparams["ssl"]
     csvs = {split: hparams[f"{split}_csv"] for split in SPLITS}
     sp = build_tokenizer(hparams, csvs["train"])
+    build_output_layer(hparams, sp)
     unalignable = check_alignability(rows, sp, ssl)
     datasets = dataio_prepare(hparams, csvs, sp)
 
-    brain = ASRBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
+    brain = ASRBrain.from_hparams(hparams, run_opts)
     brain.tokenizer = sp
     brain.searcher = hparams["test_searcher"](vocab_list=vocabulary(sp))
     train_opts = dict(hparams["train_dataloader_opts"])
     train_opts["shuffle"] = hparams["sorting"] == "random"
-    brain.fit(
-        hparams["epoch_counter"],
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=train_opts,
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        min_key="WER",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
+    brain.fit_then_test(datasets, train_opts, min_key="WER")
     test = brain.test_stats
     if if_main_process():
         write_results(

@@ -156,20 +156,6 @@ def make_dataset(
     return dataset
 
 
-def warn_short_clips(path: str, rows: list[dict], ssl, sample_rate: int) -> None:
-    """Warns about clips too short for one encoder frame (zero features)."""
-    samples = torch.tensor([round(r["duration"] * sample_rate) for r in rows])
-    short = int((ssl.num_output_frames(samples) == 0).sum())
-    if short:
-        logger.warning(
-            "%s: %d clips are shorter than one encoder frame (%g ms): their "
-            "features are zero",
-            path,
-            short,
-            ssl.hop_ms,
-        )
-
-
 def dataio_prepare(hparams: dict) -> tuple[list[str], dict]:
     """Label set (from the training manifest) and the train/valid/test datasets."""
     for key in ("train_csv", "valid_csv", "test_csv"):
@@ -197,7 +183,6 @@ def dataio_prepare(hparams: dict) -> tuple[list[str], dict]:
                 rows, hparams["label_column"], labels, hparams["tag_separator"]
             )
             warn_unseen(path, counts)
-        warn_short_clips(path, rows, hparams["ssl"], hparams["sample_rate"])
         datasets[name] = make_dataset(rows, labels, hparams, train=name == "train")
     return labels, datasets
 
@@ -234,25 +219,8 @@ def main(argv: list[str]) -> None:
     logger.info("%d tags: %s", len(labels), " ".join(labels))
     add_trainable_modules(hparams, len(labels))
 
-    brain = TaggingBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["valid"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
-    brain.evaluate(
-        datasets["test"],
-        max_key="map",
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
+    brain = TaggingBrain.from_hparams(hparams, run_opts)
+    brain.fit_then_test(datasets, max_key="map")
     metrics = brain.test_metrics
     results_path = os.path.join(hparams["output_folder"], "results.json")
     if if_main_process():

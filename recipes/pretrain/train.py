@@ -10,7 +10,9 @@ To run the built-in demo (no data needed)::
 
     python recipes/pretrain/train.py hparams/bestrq2_vit.yaml
 
-On your own audio, or on manifests, on several GPUs::
+It writes to ``results/bestrq2_vit_demo/<seed>`` (``<experiment_name>_demo``),
+apart from the runs on your own audio. On your own audio, or on manifests, on
+several GPUs::
 
     python recipes/pretrain/train.py hparams/bestrq2_vit.yaml --data_folder DIR
     torchrun --nproc_per_node=8 recipes/pretrain/train.py hparams/bestrq2_vit.yaml \
@@ -18,7 +20,21 @@ On your own audio, or on manifests, on several GPUs::
 
 Stop it at any time and rerun the same command: it resumes from the last
 checkpoint (``--ckpt_interval_steps N`` or ``--ckpt_interval_minutes M`` for saves
-within an epoch).
+within an epoch). The output folder records what the run was trained on
+(``run_fingerprint.json``: data and model settings); a rerun on other data or
+sizes stops before writing anything, unless given another ``--output_folder``
+(a new run) or ``--allow_changed_run True``.
+
+To continue the authors' pretraining on your own audio, with their targets, start
+from a converted release (``python -m bestrq2_lobes.lobe.convert SRC ENC
+--pretraining``)::
+
+    python recipes/pretrain/train.py hparams/bestrq2_vit.yaml --data_folder DIR \
+        --init_from ENC/pretraining
+
+``--init_from`` loads the encoder, predictor (or one-stage head), mask token and
+quantizer before training; the front end and sizes of the hparams must be the
+init's. A rerun resumes from the run's own checkpoints, which take precedence.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -46,14 +62,26 @@ from bestrq2_lobes.data.manifest import (
     prepare_folder,
     read_manifest,
 )
+from bestrq2_lobes.lobe.convert import ConversionError, init_pretraining, take_init_from
 from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
 from bestrq2_lobes.model.pretraining import masked_prediction_loss
 from bestrq2_lobes.model.transformer import compile_blocks
 from bestrq2_lobes.training.checkpointing import CheckpointWriteError
+from bestrq2_lobes.training.code_usage import CodeUsage
+from bestrq2_lobes.training.console import cap_workers, progress_line
 from bestrq2_lobes.training.cpu_memory import retain_freed_memory
 from bestrq2_lobes.training.optim import parameter_groups
 from bestrq2_lobes.training.run import parse_arguments, shutdown_distributed
+from bestrq2_lobes.training.run_folder import (
+    RunFolderError,
+    check_run_folder,
+    folder_fingerprint,
+    manifest_fingerprint,
+    settings_fingerprint,
+    write_fingerprint,
+)
 from bestrq2_lobes.training.seeding import stable_seed
+from bestrq2_lobes.training.target_stats import estimate_global_target_norm
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +108,7 @@ class PretrainBrain(sb.core.Brain):
         tracker["loss"] += loss.detach().float()
         tracker["accuracy"] += stats["accuracy"]
         tracker["perplexity"] += stats["perplexity"]
+        self.code_usage[stage].update(predictions.targets, predictions.target_mask)
         tracker["batches"] += 1
         tracker["audio_seconds"] += predictions.audio_seconds
         tracker["tokens"] += int(predictions.valid_tokens.sum())
@@ -128,6 +157,8 @@ class PretrainBrain(sb.core.Brain):
         self.last_log_time = time.time()
         self.fit_start_time = time.time()
         self.first_step = self.optimizer_step
+        limits = (self.hparams.total_steps, self.optimizer_step_limit)
+        self.run_steps = min(int(n) for n in limits if n)
         self.last_stats = {}
 
     def check_loss_isfinite(self, loss):
@@ -189,6 +220,13 @@ class PretrainBrain(sb.core.Brain):
         lr = self.hparams.lr_scheduler.set_lr(self.optimizer, self.optimizer_step)
         if self.optimizer_step % self.hparams.log_interval == 0:
             self.log_train_stats(lr)
+            if if_main_process():
+                elapsed = time.time() - self.fit_start_time
+                logger.info(
+                    progress_line(
+                        self.optimizer_step, self.run_steps, self.first_step, elapsed
+                    )
+                )
 
     def log_train_stats(self, lr):
         """Writes averaged train statistics since the last log line."""
@@ -201,6 +239,8 @@ class PretrainBrain(sb.core.Brain):
         stats["audio_sec_per_sec"] = stats.pop("audio_seconds") * world / elapsed
         stats["tokens_per_sec"] = stats.pop("tokens") * world / elapsed
         stats["lr"] = lr
+        # codes used / dead codes of the last code_usage_window log lines
+        stats.update(self.code_usage[sb.Stage.TRAIN].end_interval())
         self.last_stats = dict(stats)
         self.write_metrics("train", stats)
         # main-process-only inside, with a broadcast: every rank must call it
@@ -248,6 +288,14 @@ class PretrainBrain(sb.core.Brain):
             self.trackers = {s: new_tracker() for s in sb.Stage}
         if stage != sb.Stage.TRAIN:  # train stats run on across epochs
             self.trackers[stage] = new_tracker()
+        if not hasattr(self, "code_usage"):
+            self.code_usage = {}
+        if stage != sb.Stage.TRAIN or stage not in self.code_usage:
+            window = self.hparams.code_usage_window if stage == sb.Stage.TRAIN else 1
+            quantizer = self.hparams.quantizer
+            self.code_usage[stage] = CodeUsage(
+                quantizer.num_codebooks, quantizer.codebook_size, window
+            )
         self.eval_generator = torch.Generator().manual_seed(self.hparams.seed)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -262,6 +310,7 @@ class PretrainBrain(sb.core.Brain):
             stats = self.pop_tracker(stage)
             for key in ("audio_seconds", "tokens", "grad_norm", "skipped_updates"):
                 stats.pop(key, None)
+            stats.update(self.code_usage[stage].end_interval())  # the whole pass
             self.valid_stats = stats
             self.write_metrics("valid", stats)
             self.hparams.train_logger.log_stats(
@@ -331,8 +380,14 @@ def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
 def apply_demo_settings(hparams_file, run_opts, overrides):
     """Reloads the hparams with the demo's shortened settings (user's win).
 
+    The demo also gets its own output folder, ``results/<experiment_name>_demo/
+    <seed>``, unless ``--output_folder`` is given: a later run on your own
+    audio does not continue it.
+
     Returns the hparams, the overrides in force, and the list of
-    (key, paper value, demo value) changed (None when data was given).
+    (key, paper value, demo value) changed, ending with ("output_folder", own
+    data's folder, demo's folder) when the folder is the default (None when
+    data was given).
     """
     try:
         user = YAML(typ="safe").load(overrides) if overrides else {}
@@ -352,7 +407,12 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
             continue
         demo[key] = value
         changed.append((key, hparams[key], value))
+    own_folder = hparams["output_folder"]
+    if "output_folder" not in user:
+        demo["experiment_name"] = f"{hparams['experiment_name']}_demo"
     hparams = load_hparams(hparams_file, {**user, **demo})
+    if "output_folder" not in user:
+        changed.append(("output_folder", own_folder, hparams["output_folder"]))
     return hparams, {**user, **demo}, changed
 
 
@@ -390,11 +450,17 @@ def load_hyperpyyaml_keys(text):
 
 def announce_demo(hparams, changed):
     """Tells the user, first thing, that this is the demo and what it shortened."""
+    folders = [c for c in changed if c[0] == "output_folder"]
+    changed = [c for c in changed if c[0] != "output_folder"]
+    where = f"Writing to {hparams['output_folder']}"
+    if folders:  # the default folder: the demo's own, apart from real runs
+        where += f" (runs on your own audio write to {folders[0][1]})"
     lines = [
         "=" * 78,
         "No --data_folder or --train_csv given: running the built-in DEMO.",
         f"Demo corpus: {DEMO_DESCRIPTION}",
         f"  generated (once) in {hparams['demo_folder']}",
+        where + ".",
     ]
     if changed:
         lines.append(
@@ -411,12 +477,69 @@ def announce_demo(hparams, changed):
     print("\n".join(lines), flush=True)
 
 
+def manifest_root(hparams):
+    """``$data_root`` of the manifests: --data_root, else the train CSV's folder."""
+    return hparams["data_root"] or os.path.dirname(
+        os.path.abspath(hparams["train_csv"])
+    )
+
+
+def check_arguments(hparams):
+    """Checks the data arguments before anything is written (one-line errors).
+
+    A rejected run leaves its output folder (and an earlier run's record in
+    it) as it was.
+    """
+    for key in ("train_csv", "valid_csv"):
+        if hparams[key] and not os.path.isfile(hparams[key]):
+            raise SystemExit(f"error: --{key} {hparams[key]}: no such file")
+    if hparams["train_csv"]:
+        for csv in (hparams["train_csv"], hparams["valid_csv"]):
+            if csv is not None:  # the columns and rows; audio files come later
+                read_manifest(csv, data_root=manifest_root(hparams), check_files=False)
+        return
+    folder = hparams["data_folder"]
+    if folder and not os.path.isdir(folder):
+        raise SystemExit(f"error: --data_folder {folder}: no such directory")
+    if not 0.0 <= hparams["valid_fraction"] < 1.0:
+        raise SystemExit(
+            f"error: --valid_fraction {hparams['valid_fraction']}: must be in [0, 1)"
+        )
+
+
+def run_fingerprint(hparams):
+    """What this run trains on: its data and the settings a resume must keep."""
+    if hparams["train_csv"]:
+        data = manifest_fingerprint(hparams["train_csv"], hparams["valid_csv"])
+    elif hparams["data_folder"]:
+        data = folder_fingerprint(hparams["data_folder"])
+        if hparams["valid_csv"]:
+            data["digest"] += "+" + manifest_fingerprint(hparams["valid_csv"])["digest"]
+    else:
+        data = {"kind": "demo", "where": hparams["demo_folder"], "digest": "demo"}
+    model = type(hparams["model"]).__name__
+    return {"data": data, "settings": settings_fingerprint(hparams, model=model)}
+
+
+def limit_workers(hparams):
+    """Caps the loaders' workers at this process's share of the CPUs.
+
+    Returns the one-line note to log, or None when nothing was capped.
+    """
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    note = None
+    for key in ("train_dataloader_opts", "valid_dataloader_opts"):
+        opts = hparams[key]
+        workers, capped = cap_workers(opts.get("num_workers", 0), processes=processes)
+        opts["num_workers"] = workers
+        note = note or capped
+    return note
+
+
 def prepare_data(hparams, min_seconds):
     """Resolves (train_csv, valid_csv, data_root), scanning a folder if needed."""
     if hparams["train_csv"]:
-        data_root = hparams["data_root"] or os.path.dirname(
-            os.path.abspath(hparams["train_csv"])
-        )
+        data_root = manifest_root(hparams)
         csvs = [hparams["train_csv"], hparams["valid_csv"]]
         if hparams["check_manifest_audio"]:
             csvs = [
@@ -439,7 +562,7 @@ def prepare_data(hparams, min_seconds):
         "progress": if_main_process(),
     }
     run_on_main(prepare_folder, kwargs=kwargs)
-    paths = prepare_folder(**{**kwargs, "progress": False})
+    paths = prepare_folder(**{**kwargs, "progress": False, "verbose": False})
     return paths["train_csv"], paths["valid_csv"], paths["data_root"]
 
 
@@ -460,6 +583,37 @@ def checked_manifest(hparams, csv, data_root, min_seconds):
     os.makedirs(folder, exist_ok=True)
     run_on_main(check_manifest_audio, kwargs=kwargs)
     return check_manifest_audio(**{**kwargs, "progress": False})
+
+
+def prepare_target_norm(hparams, train_csv, data_root, min_seconds):
+    """``target_norm: global``: estimates the statistics before step 1.
+
+    From the first ``target_norm_clips`` training clips (manifest order, crops
+    from the start), on the main process, broadcast to every rank. A run with a
+    checkpoint to resume from skips it: the checkpoint restores the buffer.
+    """
+    if hparams["target_norm"] != "global":
+        return
+    if hparams["checkpointer"].find_checkpoint() is not None:
+        if if_main_process():
+            logger.info("target_norm global: statistics restored from the checkpoint")
+        return
+    frames = estimate_global_target_norm(
+        hparams["model"],
+        train_csv,
+        data_root,
+        hparams["target_norm_clips"],
+        hparams["crop_seconds"],
+        hparams["sample_rate"],
+        min_seconds,
+    )
+    if if_main_process():
+        logger.info(
+            "target_norm global: per-band statistics estimated on %d frames of "
+            "the first %d training clips",
+            frames,
+            hparams["target_norm_clips"],
+        )
 
 
 def summary_line(brain, hparams, started):
@@ -483,6 +637,7 @@ def summary_line(brain, hparams, started):
 def main(argv):
     """Parses arguments, prepares data and runs the pretraining."""
     started = time.time()
+    argv, init_from = take_init_from(argv)
     hparams_file, run_opts, overrides = parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     if str(run_opts.get("device") or infer_device()).startswith("cpu"):
@@ -493,6 +648,17 @@ def main(argv):
     given = run_opts.overridden_args
     if "ckpt_interval_steps" in given and "ckpt_interval_minutes" not in given:
         hparams["ckpt_interval_minutes"] = 0  # the two are exclusive in SpeechBrain
+    # every check before the first write: a rejected run changes nothing
+    check_arguments(hparams)
+    if init_from:  # converted weights to start from; this run's checkpoints win
+        count = init_pretraining(hparams["model"], init_from)
+        if if_main_process():
+            print(f"--init_from {init_from}: {count} tensors loaded", flush=True)
+    fingerprint = run_fingerprint(hparams)
+    changed_run = check_run_folder(
+        hparams["output_folder"], fingerprint, hparams["allow_changed_run"]
+    )
+    workers_note = limit_workers(hparams)
     if demo_changes is not None and if_main_process():
         announce_demo(hparams, demo_changes)
 
@@ -501,6 +667,10 @@ def main(argv):
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+    if changed_run and if_main_process():
+        logger.warning(changed_run)
+    if workers_note and if_main_process():
+        logger.info(workers_note)
     if if_main_process():
         write_config(
             os.path.join(hparams["save_folder"], PRETRAIN_CONFIG),
@@ -517,6 +687,9 @@ def main(argv):
     train_set, valid_set = dataio_prepare(
         hparams, train_csv, valid_csv, data_root, min_seconds
     )
+    if if_main_process():  # the data is usable: this folder is now this run's
+        write_fingerprint(hparams["output_folder"], fingerprint)
+    prepare_target_norm(hparams, train_csv, data_root, min_seconds)
 
     brain = PretrainBrain(
         modules=hparams["modules"],
@@ -550,5 +723,11 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (ManifestError, CheckpointWriteError, NonFiniteTrainingError) as err:
+    except (
+        ManifestError,
+        RunFolderError,
+        CheckpointWriteError,
+        NonFiniteTrainingError,
+        ConversionError,
+    ) as err:
         sys.exit(f"error: {err}")

@@ -29,24 +29,18 @@ Authors
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import speechbrain as sb
 import torch
+from sed_data import dataio_prepare, label_paths
 from sed_labels import (
-    Event,
     LabelError,
-    check_labels,
     frame_targets,
     load_labels,
-    match_events,
     prepare_labels,
-    read_events_tsv,
 )
 from sed_metrics import import_sed_eval, psds1, sed_eval_metrics
 from sed_post import (
@@ -57,24 +51,13 @@ from sed_post import (
 )
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from bestrq2_lobes.data.datasets import audio_dataset
-from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.data.manifest import ManifestError
 from bestrq2_lobes.downstream.brain import FrozenEncoderBrain, start_run
 from bestrq2_lobes.downstream.frames import frame_mask
 from bestrq2_lobes.downstream.reporting import write_results
 from bestrq2_lobes.training.run import shutdown_distributed
 
 logger = logging.getLogger(__name__)
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class Clip:
-    """A manifest clip: its TSV file name, duration and reference events."""
-
-    filename: str
-    duration: float
-    events: list[Event]
 
 
 class SEDBrain(FrozenEncoderBrain):
@@ -239,82 +222,6 @@ def fit_frames(targets: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.nn.functional.pad(targets, (0, 0, 0, frames - targets.shape[1]))
 
 
-def label_paths(hparams: dict) -> dict[str, tuple[str, str]]:
-    """(csv, tsv) of each split given; a missing TSV is looked for beside its CSV."""
-    paths = {}
-    for split in SPLITS:
-        csv = hparams[f"{split}_csv"]
-        tsv = hparams[f"{split}_tsv"]
-        if csv is None:
-            if split != "valid":
-                raise SystemExit(f"error: --{split}_csv is required")
-            continue
-        if not os.path.isfile(csv):
-            raise SystemExit(f"error: --{split}_csv {csv}: no such file")
-        if tsv is None:
-            stem = os.path.splitext(os.path.basename(csv))[0]
-            tsv = os.path.join(
-                os.path.dirname(os.path.abspath(csv)), f"{stem}_events.tsv"
-            )
-            if not os.path.isfile(tsv):
-                raise SystemExit(
-                    f"error: no --{split}_tsv given and no {tsv} beside {csv}"
-                )
-        paths[split] = (csv, tsv)
-    return paths
-
-
-def load_clips(
-    csv: str, tsv: str, data_root: str, labels: list[str]
-) -> dict[str, Clip]:
-    """``ID -> Clip`` of a manifest with the events of its label file."""
-    rows = read_manifest(csv, data_root=data_root)
-    events = match_events(rows, read_events_tsv(tsv), tsv)
-    check_labels(events, labels, tsv)
-    return {
-        row["ID"]: Clip(
-            filename=os.path.basename(row["wav"]),
-            duration=float(row["duration"]),
-            events=list(events[row["ID"]]),
-        )
-        for row in rows
-    }
-
-
-def dataio_prepare(
-    hparams: dict,
-    paths: dict[str, tuple[str, str]],
-    labels: list[str],
-    num_frames: Callable[[int], int],
-) -> tuple[dict, dict[str, dict[str, Clip]]]:
-    """Datasets with ``sig`` and frame ``targets``, and the clips of each split."""
-    hop_s = hparams["ssl"].hop_ms / 1000.0
-    datasets, clips = {}, {}
-    for split, (csv, tsv) in paths.items():
-        data_root = hparams["data_root"] or os.path.dirname(os.path.abspath(csv))
-        split_clips = load_clips(csv, tsv, data_root, labels)
-        dataset = audio_dataset(
-            csv,
-            data_root=data_root,
-            sample_rate=hparams["ssl"].sample_rate,
-            max_seconds=hparams["max_seconds"],
-        )
-
-        def target_pipeline(uid, sig, split_clips=split_clips):
-            events = split_clips[uid].events
-            frames = num_frames(len(sig))
-            return torch.from_numpy(
-                frame_targets(events, labels, frames, hop_s, hparams["min_overlap"])
-            )
-
-        pipeline = sb.utils.data_pipeline.provides("targets")(target_pipeline)
-        pipeline = sb.utils.data_pipeline.takes("id", "sig")(pipeline)
-        dataset.add_dynamic_item(pipeline)
-        dataset.set_output_keys(["id", "sig", "targets"])
-        datasets[split], clips[split] = dataset, split_clips
-    return datasets, clips
-
-
 def summary_line(stats: dict, hparams: dict, hop_ms: float, started: float) -> str:
     """One line with the test metrics, the frame hop and the output files."""
 
@@ -374,28 +281,14 @@ def main(argv: list[str]) -> None:
     head = hparams["sed_head"](num_classes=len(labels))
     hparams["checkpointer"].add_recoverable("head", head)
     modules = {"ssl": ssl, "layer_sum": hparams["layer_sum"], "head": head}
-    brain = SEDBrain(
-        modules=modules,
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-    )
+    brain = SEDBrain.from_hparams(hparams, run_opts, modules)
     brain.labels, brain.thresholds, brain.clips = labels, thresholds, clips
     brain.num_frames = num_frames
     brain.has_valid = "valid" in datasets
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets.get("valid"),
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
-    )
     keys = ckpt_selection(hparams["ckpt_metric"]) if brain.has_valid else {}
-    brain.evaluate(
-        datasets["test"],
+    brain.fit_then_test(
+        datasets,
         **{k[:-1]: v[0] for k, v in keys.items()},  # max_keys -> max_key
-        test_loader_kwargs=hparams["test_dataloader_opts"],
     )
     results = {
         k: v for k, v in brain.test_stats.items() if not isinstance(v, (list, dict))

@@ -1,0 +1,111 @@
+"""The statistics of ``target_norm: global``, estimated once before step 1.
+
+The per-band mean and standard deviation come from the first ``max_clips``
+usable clips of the training manifest, in manifest order, each read from its
+start (``crop_seconds`` long, no random crop), through the model's own front
+end and patch grid (:func:`bestrq2_lobes.model.targets.estimate_band_statistics`):
+a pure function of the manifest and the settings. The main process computes
+them and broadcasts them, so every DDP rank holds the very same buffer. A run
+that resumes from a checkpoint does not call this: the buffer comes back with
+the checkpoint.
+
+Authors
+ * BEST-RQ-2 SpeechBrain contributors
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+from speechbrain.utils.distributed import ddp_broadcast, if_main_process
+
+from bestrq2_lobes.data.audio import read_segment
+from bestrq2_lobes.data.manifest import read_manifest
+from bestrq2_lobes.model.targets import estimate_band_statistics
+
+
+def first_clips(
+    manifest: str | os.PathLike,
+    data_root: str | None,
+    max_clips: int,
+    seconds: float,
+    sample_rate: int,
+    min_seconds: float = 0.0,
+) -> Iterator[torch.Tensor]:
+    """The first ``max_clips`` clips of a manifest at least ``min_seconds`` long.
+
+    Each is read from its start, ``seconds`` long (shorter clips whole).
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> tmp = getfixture("tmpdir")
+    >>> for name, sec in (("a", 0.2), ("b", 2.0), ("c", 1.0)):
+    ...     sf.write(str(tmp / f"{name}.wav"), np.zeros(int(sec * 16000)), 16000)
+    >>> _ = (tmp / "m.csv").write(
+    ...     "ID,duration,wav\\na,0.2,$data_root/a.wav\\nb,2.0,$data_root/b.wav\\n"
+    ...     "c,1.0,$data_root/c.wav\\n")
+    >>> [len(w) for w in first_clips(tmp / "m.csv", str(tmp), 5, 1.5, 16000, 0.5)]
+    [24000, 16000]
+    """
+    rows = read_manifest(manifest, data_root=data_root)
+    rows = [row for row in rows if row["duration"] >= min_seconds][:max_clips]
+    for row in rows:
+        yield read_segment(row["wav"], 0.0, seconds, sample_rate)
+
+
+def estimate_global_target_norm(
+    model: torch.nn.Module,
+    manifest: str | os.PathLike,
+    data_root: str | None,
+    max_clips: int,
+    seconds: float,
+    sample_rate: int,
+    min_seconds: float = 0.0,
+) -> int:
+    """Sets ``model.target_norm``'s statistics from the first training clips.
+
+    Computed on the main process and broadcast to every DDP rank (every rank
+    must call this).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A pretraining model (``frontend``, ``encoder.grid``, ``target_norm``).
+    manifest : str | os.PathLike
+        The training manifest.
+    data_root : str | None
+        ``$data_root`` of the manifest.
+    max_clips : int
+        Clips to estimate from (the first ones in manifest order).
+    seconds : float
+        Length read from the start of each clip (the training crop length).
+    sample_rate : int
+        Sampling rate of the model.
+    min_seconds : float
+        Clips shorter than this are skipped (as the training set skips them).
+
+    Returns
+    -------
+    int
+        The number of frames the statistics were taken on.
+    """
+    stats = None
+    if if_main_process():
+        norm = model.target_norm
+        clips = first_clips(
+            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+        )
+        training = model.frontend.training
+        model.frontend.eval()
+        try:
+            stats = estimate_band_statistics(
+                clips, model.frontend, model.encoder.grid, norm.eps
+            )
+        finally:
+            model.frontend.train(training)
+    mean, std, frames = ddp_broadcast(stats, src=0)
+    model.target_norm.set_statistics(mean, std, frames)
+    return frames
