@@ -53,17 +53,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--data", default=str(REPO.parent / "shared" / "data"), help="shared data")
     add("--hparams", default=str(REPO / "hparams" / "bestrq2_vit.yaml"))
     add("--seconds", type=float, default=10.0, help="read from each clip's start")
+    add(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an hparams override (YAML value), e.g. normalized_stft=False",
+    )
     add("--quick", action="store_true", help="4 valid and 4 train clips per set")
     add("--json", action="store_true", help="print the JSON record last")
     return parser.parse_args(argv)
 
 
-def load_model(hparams_file: str):
+def load_model(hparams_file: str, overrides: list[str] = ()):
     """The pretraining model of the hparams (small encoder), front end as is."""
+    import yaml
     from hyperpyyaml import load_hyperpyyaml
 
+    extra = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --override {item}: expected KEY=VALUE")
+        extra[key] = yaml.safe_load(value)
     with tempfile.TemporaryDirectory() as out, open(hparams_file) as fin:
-        hparams = load_hyperpyyaml(fin, {**TINY, "output_folder": out})
+        hparams = load_hyperpyyaml(fin, {**TINY, **extra, "output_folder": out})
     return hparams["model"].eval(), hparams
 
 
@@ -93,7 +107,7 @@ def main(argv=None) -> int:
 
     torch.set_grad_enabled(False)
     started = time.time()
-    model, hparams = load_model(args.hparams)
+    model, hparams = load_model(args.hparams, args.override)
     sample_rate, quantizer = hparams["sample_rate"], model.quantizer
     limit = 4 if args.quick else 10**9
     valid = {
@@ -173,6 +187,7 @@ def main(argv=None) -> int:
             "train_clips": len(train_clips),
             "global_frames": frames,
             "quick": args.quick,
+            "overrides": args.override,
             "modes": rows,
         }
         print(json.dumps(result))

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,3 +68,39 @@ def test_bench_inference_quick_reports_every_quantity():
     for key in ("audio_sec_per_sec", "mfu_inference", "wall_s_1h", "peak_rss_mb_1h"):
         assert positive(record[key]), key
     assert record["long_file_minutes"] == 5.0
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+def test_target_perplexity_quick_reports_every_mode():
+    if not (SHARED / "office_sed" / "valid.csv").is_file():
+        pytest.skip("../shared/data not present")
+    record = run_json("target_perplexity.py")
+    assert record["codebook_size"] == 8192 and record["quantizer_seed"] == 42
+    assert [m["target_norm"] for m in record["modes"]] == [
+        "none",
+        "patch",
+        "utterance",
+        "global",
+    ]
+    for mode in record["modes"]:
+        for key in ("asterisk_prompts", "gm_mixtures", "office_sed", "all"):
+            assert positive(mode[key]["perplexity"]), (mode["target_norm"], key)
+            assert 1 <= mode[key]["codes_used"] <= mode[key]["patches"]
+
+
+def test_target_perplexity_without_shared_data_skips_cleanly(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "target_perplexity.py"),
+            "--quick",
+            f"--data={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert "shared data not found" in proc.stdout

@@ -19,7 +19,7 @@ import soundfile as sf
 
 SR = 16000
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-SHORT = ["--crop_seconds=1.5", "--batch_size=2", "--total_steps=2"]
+SHORT = ["--crop_seconds=1.5", "--batch_size=2", "--total_steps=2", "--log_interval=1"]
 
 
 def make_audio(folder, count, pitch):
@@ -103,7 +103,32 @@ def test_same_data_resumes(base, tmp_path, pretrain_args):
     extra = [a for a in SHORT if "total_steps" not in a]
     proc = ok(run(pretrain_args(audio_a, copy, *extra, "--total_steps=4")))
     assert "Pretraining finished: 4 optimiser steps" in proc.stdout
-    assert "up to date" in proc.stdout + proc.stderr  # the manifests are reused
+    console = proc.stdout + proc.stderr
+    assert "up to date" in console  # the manifests are reused
+    assert "step 3 of 4 (75%)" in console and "left" in console  # progress, ETA
+    assert "torchvision" not in console
+
+
+def test_changed_manifest_is_refused(base, tmp_path, pretrain_args):
+    audio_a, _, out = base
+    manifest = tmp_path / "train.csv"
+    shutil.copy(out / "manifests" / "train.csv", manifest)
+    run_out = tmp_path / "run"
+    args = [
+        a
+        for a in pretrain_args(audio_a, run_out, *SHORT)
+        if not a.startswith("--data_folder")
+    ]
+    args += [f"--train_csv={manifest}", f"--data_root={audio_a}"]
+    ok(run(args))
+    record = json.loads((run_out / "run_fingerprint.json").read_text())
+    assert record["data"]["kind"] == "manifests"
+    before = snapshot(run_out)
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:-1]) + "\n")  # one clip fewer
+    line = refused(run(args))
+    assert "data: manifests " in line and "files) -> manifests " in line
+    assert snapshot(run_out) == before
 
 
 @pytest.mark.parametrize(
@@ -145,6 +170,19 @@ def test_the_override_continues(base, tmp_path, pretrain_args):
     assert record["data"]["where"] == str(audio_b)  # the new data, from now on
     opts = json.loads((copy / "manifests" / "prepare_opts.json").read_text())
     assert opts["data_folder"] == str(audio_b)  # manifests of the new folder
+
+
+def test_an_old_demo_folder_is_not_continued(base, tmp_path, pretrain_args):
+    """A demo run made before run records (no record, the demo corpus inside)."""
+    audio_a, _, _ = base
+    old = tmp_path / "results" / "bestrq2_vit" / "1986"
+    (old / "demo_corpus" / "audio").mkdir(parents=True)
+    (old / "save").mkdir()
+    (old / "hyperparams.yaml").write_text("demo: true\n")
+    before = snapshot(old)
+    line = refused(run(pretrain_args(audio_a, old, *SHORT)))
+    assert "holds a run of the built-in demo" in line
+    assert snapshot(old) == before
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,57 @@ def test_estimation_is_a_pure_function_of_manifest_and_settings(manifest):
     assert lens == [16000, 32000, 24000, 32000, 32000]  # c1 (0.3 s) left out
 
 
+DDP_SCRIPT = """
+import os, sys, types
+import torch
+import torch.distributed as dist
+from bestrq2_lobes.model.frontend import LogMel
+from bestrq2_lobes.model.patches import PatchGrid
+from bestrq2_lobes.model.targets import TargetNormalization
+from bestrq2_lobes.training.target_stats import estimate_global_target_norm
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+manifest, root, out = sys.argv[1:4]
+model = types.SimpleNamespace(
+    frontend=LogMel(n_mels=32),
+    encoder=types.SimpleNamespace(grid=PatchGrid(32, 16, 16)),
+    target_norm=TargetNormalization("global", 32),
+)
+# only the main process reads the data: rank 1 is given a manifest that is not there
+frames = estimate_global_target_norm(
+    model, manifest if rank == 0 else "/nonexistent.csv", root, 3, 2.0, 16000, 0.6
+)
+norm = model.target_norm
+torch.save(
+    {"mean": norm.mean, "std": norm.std, "frames": frames}, f"{out}/rank{rank}.pt"
+)
+dist.destroy_process_group()
+"""
+
+
+def test_global_statistics_are_the_main_process_s_on_every_gloo_rank(
+    manifest, tmp_path, torchrun_cmd
+):
+    script = tmp_path / "estimate.py"
+    script.write_text(DDP_SCRIPT)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(repo), ENV.get("PYTHONPATH", "")])}
+    cmd = [*torchrun_cmd(2), str(script), str(manifest / "train.csv"), str(manifest)]
+    proc = subprocess.run(
+        [*cmd, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    clips = first_clips(manifest / "train.csv", str(manifest), 3, 2.0, SR, 0.6)
+    mean, std, frames = estimate_band_statistics(
+        clips, LogMel(n_mels=MELS), PatchGrid(MELS, 16, 16)
+    )
+    for got in ranks:
+        assert torch.equal(got["mean"], mean) and torch.equal(got["std"], std)
+        assert got["frames"] == frames
+
+
 # --------------------------------------------------------------- code usage
 
 
@@ -266,12 +317,13 @@ def test_recipe_global_statistics_estimated_once_and_kept_on_resume(
 ):
     """Estimated before step 1 from the first clips; a resume loads, not re-estimates.
 
-    The rerun asks for statistics of other clips (``target_norm_clips``): were
-    they estimated again, the buffer would change.
+    The rerun asks for statistics of other clips (``target_norm_clips``, with
+    ``--allow_changed_run``): were they estimated again, the buffer would change.
     """
     out = tmp_path / "run"
     common = [
         f"--train_csv={manifest / 'train.csv'}",
+        f"--valid_csv={manifest / 'train.csv'}",
         f"--data_root={manifest}",
         "--target_norm=global",
         "--batch_size=2",
@@ -300,7 +352,10 @@ def test_recipe_global_statistics_estimated_once_and_kept_on_resume(
     log = (out / "log.txt").read_text()
     assert log.count("statistics estimated on") == 1
 
-    second = _run([sys.executable, *args, "--target_norm_clips=5"])
+    # target_norm_clips is in the run fingerprint: the rerun must insist
+    second = _run(
+        [sys.executable, *args, "--target_norm_clips=5", "--allow_changed_run=True"]
+    )
     assert "Pretraining finished: 3 optimiser steps" in second.stdout
     resumed = torch.load(_last_ckpt(out) / "target_norm.ckpt", weights_only=True)
     assert all(torch.equal(resumed[k], saved[k]) for k in saved)
@@ -312,7 +367,9 @@ def test_recipe_global_statistics_estimated_once_and_kept_on_resume(
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["stage"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3]
-    for record in train:
+    valid = [r for r in records if r["stage"] == "valid"]
+    assert valid
+    for record in train + valid:
         assert 1 <= record["codes_used_0"] <= 64
         assert record["codes_used_0"] + record["dead_codes_0"] == 64
         assert "perplexity" in record
@@ -357,3 +414,63 @@ def test_plots_codebook_quantises_through_the_target_norm(
         assert not torch.equal(raw, model.quantizer(inputs)[:, 0])
     assert info["dead_codes"] == int((counts == 0).sum())
     assert info["perplexity"] == pytest.approx(code_perplexity(counts), rel=1e-5)
+
+
+# ------------------------------------------------------ in the pretraining model
+
+
+def _tiny_bestrq2(mode):
+    from bestrq2_lobes.model.encoder import ViTEncoder
+    from bestrq2_lobes.model.masking import MaskSampler
+    from bestrq2_lobes.model.predictor import Predictor
+    from bestrq2_lobes.model.pretraining import BestRQ2
+    from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+
+    torch.manual_seed(0)
+    return BestRQ2(
+        LogMel(n_mels=MELS),
+        ViTEncoder(n_mels=MELS, embed_dim=16, depth=1, num_heads=2, drop_path=0.0),
+        Predictor(16, 16, depth=1, num_heads=2, freq_rows=2, codebook_size=64),
+        RandomProjectionQuantizer(256, 16, 64),
+        MaskSampler((0.5, 0.5), shared=False),
+        TargetNormalization(mode, MELS, 16, 16),
+    ).eval()
+
+
+def test_model_targets_are_normalised_and_the_encoder_input_is_not():
+    wav = 0.1 * torch.randn(2, 3 * SR, generator=torch.Generator().manual_seed(0))
+    wav_lens = torch.tensor([1.0, 0.6])
+    raw, norm = _tiny_bestrq2("none"), _tiny_bestrq2("utterance")
+    outs, seen = {}, {}
+    for name, model in (("none", raw), ("utterance", norm)):
+        handle = model.encoder.blocks.register_forward_pre_hook(
+            lambda mod, args, name=name: seen.setdefault(name, args[0].clone())
+        )
+        with torch.no_grad():
+            outs[name] = model(wav, wav_lens, torch.Generator().manual_seed(1))
+        handle.remove()
+    assert torch.equal(seen["none"], seen["utterance"])  # the encoder reads raw dB
+    out = outs["utterance"]
+    lengths = (wav_lens * wav.shape[1]).round().long()
+    patches = norm.encoder.grid.patchify(norm.frontend(wav, lengths))
+    expected = norm.quantizer(norm.target_norm(patches, out.valid_tokens))
+    for b in range(2):
+        assert torch.equal(out.targets[b], expected[b, out.plan.masked_idx[b]])
+    assert not torch.equal(out.targets, outs["none"].targets)
+
+
+def test_model_rejects_a_target_norm_of_another_grid():
+    from bestrq2_lobes.model.encoder import ViTEncoder
+    from bestrq2_lobes.model.masking import MaskSampler
+    from bestrq2_lobes.model.pretraining import OneStageBestRQ, OneStageHead
+    from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer
+
+    with pytest.raises(ValueError, match="target_norm grid 64 mels"):
+        OneStageBestRQ(
+            LogMel(n_mels=MELS),
+            ViTEncoder(n_mels=MELS, embed_dim=16, depth=1, num_heads=2),
+            OneStageHead(16, 64),
+            RandomProjectionQuantizer(256, 16, 64),
+            MaskSampler((0.5, 0.5)),
+            TargetNormalization("patch", 64, 16, 16),
+        )

@@ -8,8 +8,11 @@ anything is built), ``export`` writes one from a pretraining run
 and defines ``LobeInputError``), ``layer_sum`` the ``WeightedLayerSum`` over its
 hidden states, ``interface`` the ``Pretrained``-style interface. ``convert``
 turns the authors' released weights into an encoder directory (``python -m
-bestrq2_lobes.lobe.convert``), ``hub`` resolves their Hugging Face ids wherever a
-``source`` is taken.
+bestrq2_lobes.lobe.convert``): ``authors_source`` reads them, ``authors_encoder``
+maps their encoder onto ours, ``authors_pretraining`` their predictor or head and
+quantizer, and ``pretraining_init`` writes that state for the pretraining recipe's
+``--init_from`` and loads it there. ``hub`` resolves their Hugging Face ids
+wherever a ``source`` is taken.
 
 May import: torch, SpeechBrain, ``bestrq2_lobes.model`` and
 ``bestrq2_lobes.data``. Never ``training`` or ``downstream``.

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch.nn import functional as F
 
+from bestrq2_lobes.model.device_copy import to_device
 from bestrq2_lobes.model.patches import PatchGrid
 from bestrq2_lobes.model.tokens import gather_tokens
 
@@ -284,7 +285,9 @@ def _columns(
         valid_cols = torch.full((batch,), columns, device=patches.device)
     else:
         valid_cols = torch.div(
-            valid_tokens.to(patches.device), grid.freq_rows, rounding_mode="floor"
+            to_device(valid_tokens, patches.device),
+            grid.freq_rows,
+            rounding_mode="floor",
         )
     col = torch.arange(columns, device=patches.device)
     valid = (col.unsqueeze(0) < valid_cols.unsqueeze(1)).reshape(

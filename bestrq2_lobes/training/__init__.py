@@ -2,8 +2,10 @@
 
 AdamW parameter groups and the warm-up + cosine schedule (``optim``), atomic
 checkpoints (``checkpointing``), argument parsing and DDP shutdown for every
-recipe (``run``), seeds derived from a run's position (``seeding``), and glibc
-memory retention for CPU training (``cpu_memory``).
+recipe (``run``), seeds derived from a run's position (``seeding``), glibc
+memory retention for CPU training (``cpu_memory``), codes used and dead codes
+for the logs (``code_usage``) and the statistics of ``target_norm: global``
+(``target_stats``).
 
 May import: torch, SpeechBrain, ``bestrq2_lobes.model`` and
 ``bestrq2_lobes.data``. Never ``lobe`` or ``downstream``.

@@ -50,6 +50,7 @@ RUN_SETTINGS = (
     "n_fft",
     "hop_length",
     "f_max",
+    "normalized_stft",
     "patch_freq",
     "patch_time",
     "embed_dim",
@@ -64,6 +65,7 @@ RUN_SETTINGS = (
     "codebook_dim",
     "quantizer_seed",
     "target_norm",
+    "target_norm_clips",
 )
 
 

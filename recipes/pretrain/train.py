@@ -73,6 +73,7 @@ from bestrq2_lobes.training.cpu_memory import retain_freed_memory
 from bestrq2_lobes.training.optim import parameter_groups
 from bestrq2_lobes.training.run import parse_arguments, shutdown_distributed
 from bestrq2_lobes.training.run_folder import (
+    FINGERPRINT_FILE,
     RunFolderError,
     check_run_folder,
     folder_fingerprint,
@@ -390,7 +391,7 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
     data was given).
     """
     try:
-        user = YAML(typ="safe").load(overrides) if overrides else {}
+        user = YAML().load(overrides) if overrides else {}  # keeps !ref tags
     except YAMLError as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         reason = next((ln for ln in lines if "duplicate key" in ln), lines[0])
@@ -519,6 +520,28 @@ def run_fingerprint(hparams):
         data = {"kind": "demo", "where": hparams["demo_folder"], "digest": "demo"}
     model = type(hparams["model"]).__name__
     return {"data": data, "settings": settings_fingerprint(hparams, model=model)}
+
+
+def check_old_demo_folder(hparams, fingerprint):
+    """Refuses to continue a demo run made before run records, on other data.
+
+    Until run records, the demo wrote to the default output folder of real runs
+    (``results/<experiment_name>/<seed>``): such a folder has no record, but
+    holds the demo corpus.
+    """
+    folder = hparams["output_folder"]
+    if (
+        fingerprint["data"]["kind"] == "demo"
+        or hparams["allow_changed_run"]
+        or os.path.exists(os.path.join(folder, FINGERPRINT_FILE))
+        or not os.path.isdir(hparams["demo_folder"])
+    ):
+        return
+    raise RunFolderError(
+        f"{folder} holds a run of the built-in demo (its demo_corpus is there); "
+        "resuming it would mix the two runs. For a new run give another "
+        "--output_folder; to continue this one anyway give --allow_changed_run True"
+    )
 
 
 def limit_workers(hparams):
@@ -655,6 +678,7 @@ def main(argv):
         if if_main_process():
             print(f"--init_from {init_from}: {count} tensors loaded", flush=True)
     fingerprint = run_fingerprint(hparams)
+    check_old_demo_folder(hparams, fingerprint)
     changed_run = check_run_folder(
         hparams["output_folder"], fingerprint, hparams["allow_changed_run"]
     )
