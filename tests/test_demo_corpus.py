@@ -14,7 +14,7 @@ import soundfile as sf
 from bestrq2_lobes.data import demo_corpus
 from bestrq2_lobes.data.audio import check_audio
 from bestrq2_lobes.data.demo_corpus import DEMO_DESCRIPTION, FAMILIES, make_demo_corpus
-from bestrq2_lobes.data.manifest import prepare_folder
+from bestrq2_lobes.data.folder_scan import prepare_folder
 
 ARGS = dict(num_clips=6, seed=5, min_seconds=1.0, max_seconds=2.0, progress=False)
 

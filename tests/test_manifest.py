@@ -12,14 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bestrq2_lobes.data.manifest import (
-    ManifestError,
-    prepare_folder,
-    read_manifest,
-    scan_audio_folder,
-    split_rows,
-    write_csv,
-)
+from bestrq2_lobes.data.folder_scan import prepare_folder, scan_audio_folder, split_rows
+from bestrq2_lobes.data.manifest import ManifestError, read_manifest, write_csv
 
 SR = 16000
 FIELDS = ["ID", "duration", "wav"]

@@ -30,7 +30,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 
 from bestrq2_lobes.data.audio import read_segment
-from bestrq2_lobes.data.manifest import prepare_folder, read_manifest, scan_audio_folder
+from bestrq2_lobes.data.folder_scan import prepare_folder, scan_audio_folder
+from bestrq2_lobes.data.manifest import read_manifest
 from bestrq2_lobes.model.pretraining import masked_prediction_loss
 from bestrq2_lobes.model.targets import TARGET_NORMS, TargetNormalization
 
@@ -260,7 +261,7 @@ def test_one_hour_file_reads_only_the_crop(data_folder):
 
 SCAN_SCRIPT = """
 import json, sys
-from bestrq2_lobes.data.manifest import scan_audio_folder
+from bestrq2_lobes.data.folder_scan import scan_audio_folder
 print(json.dumps(scan_audio_folder(sys.argv[1], 0.5, progress=False)[1]))
 """
 

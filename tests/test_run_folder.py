@@ -202,7 +202,7 @@ def test_a_rejected_run_leaves_the_previous_record_intact(
     if bad[0].startswith(("--data_folder", "--train_csv")):
         args = [a for a in args if not a.startswith("--data_folder")]
     line = refused(run([*args, *bad]))
-    assert bad[0].split("=")[0] in line
+    assert bad[0].split("=")[1] in line
     assert snapshot(out) == before
     # into a new folder: not even the folder is created
     fresh = tmp_path / "fresh"

@@ -36,6 +36,7 @@ from bestrq2_lobes.downstream.feature_cache import FeatureCache
 from bestrq2_lobes.downstream.reporting import describe_encoder
 from bestrq2_lobes.lobe.encoder_dir import EncoderDirError
 from bestrq2_lobes.model.tokens import sample_counts
+from bestrq2_lobes.training.console import limit_loader_workers
 from bestrq2_lobes.training.run import parse_arguments
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ def start_run(argv: list[str], check=None):
     if if_main_process():
         print(describe_encoder(hparams.get("encoder_dir"), hparams["ssl"]), flush=True)
     checked = check(hparams) if check is not None else None
+    note = limit_loader_workers(hparams)
+    if note and if_main_process():
+        logger.info(note)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

@@ -17,7 +17,12 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["silence_torchvision_notice", "available_cpus", "cap_workers"]
+__all__ = [
+    "silence_torchvision_notice",
+    "available_cpus",
+    "cap_workers",
+    "limit_loader_workers",
+]
 
 TORCHVISION_LOGGER = "speechbrain.utils.train_logger"
 TORCHVISION_NOTICE = "torchvision is not available"
@@ -109,6 +114,38 @@ def cap_workers(
         f"to this process{share}"
     )
     return limit, note
+
+
+def limit_loader_workers(
+    hparams: dict,
+    keys=("train_dataloader_opts", "valid_dataloader_opts", "test_dataloader_opts"),
+) -> str | None:
+    """Caps, in place, the workers of a recipe's loaders at its share of the CPUs.
+
+    The share is the CPUs of this process divided by the training processes
+    on this machine (``LOCAL_WORLD_SIZE``, set by torchrun).
+
+    Returns
+    -------
+    str or None
+        The one-line note to log once, or None when nothing was capped.
+
+    Example
+    -------
+    >>> hp = {"train_dataloader_opts": {"num_workers": 10**6}}
+    >>> limit_loader_workers(hp).startswith("num_workers 1000000 capped")
+    True
+    """
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    note = None
+    for key in keys:
+        opts = hparams.get(key)
+        if opts is None:
+            continue
+        workers, capped = cap_workers(opts.get("num_workers", 0), processes=processes)
+        opts["num_workers"] = workers
+        note = note or capped
+    return note
 
 
 def progress_line(step: int, total: int, first_step: int, elapsed: float) -> str:

@@ -25,7 +25,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 from bestrq2_lobes.data.files import atomic_open
-from bestrq2_lobes.data.manifest import AUDIO_EXTENSIONS, list_audio
+from bestrq2_lobes.data.folder_scan import list_audio
+from bestrq2_lobes.data.manifest import AUDIO_EXTENSIONS
 
 __all__ = [
     "FINGERPRINT_FILE",

@@ -45,44 +45,28 @@ import logging
 import os
 import sys
 import time
-from difflib import get_close_matches
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from ruamel.yaml import YAML, YAMLError
+from pretrain_data import dataio_prepare, prepare_data, prepare_target_norm
+from pretrain_setup import start_pretraining
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
-from speechbrain.utils.distributed import if_main_process, infer_device, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
-from bestrq2_lobes.data.audio import random_crop, read_segment
-from bestrq2_lobes.data.demo_corpus import DEMO_DESCRIPTION, make_demo_corpus
-from bestrq2_lobes.data.manifest import (
-    ManifestError,
-    check_manifest_audio,
-    prepare_folder,
-    read_manifest,
-)
-from bestrq2_lobes.lobe.convert import ConversionError, init_pretraining, take_init_from
-from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
+from bestrq2_lobes.data.manifest import ManifestError
+from bestrq2_lobes.lobe.convert import ConversionError
 from bestrq2_lobes.model.pretraining import masked_prediction_loss
 from bestrq2_lobes.model.transformer import compile_blocks
 from bestrq2_lobes.training.checkpointing import CheckpointWriteError
 from bestrq2_lobes.training.code_usage import CodeUsage
-from bestrq2_lobes.training.console import cap_workers, progress_line
-from bestrq2_lobes.training.cpu_memory import retain_freed_memory
+from bestrq2_lobes.training.console import progress_line
 from bestrq2_lobes.training.optim import parameter_groups
-from bestrq2_lobes.training.run import parse_arguments, shutdown_distributed
+from bestrq2_lobes.training.run import shutdown_distributed
 from bestrq2_lobes.training.run_folder import (
-    FINGERPRINT_FILE,
     RunFolderError,
-    check_run_folder,
-    folder_fingerprint,
-    manifest_fingerprint,
-    settings_fingerprint,
     write_fingerprint,
 )
 from bestrq2_lobes.training.seeding import stable_seed
-from bestrq2_lobes.training.target_stats import estimate_global_target_norm
 
 logger = logging.getLogger(__name__)
 
@@ -332,313 +316,6 @@ def new_tracker():
     return {**dict.fromkeys(keys, 0.0), **dict.fromkeys(counts, 0)}
 
 
-def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
-    """Datasets with a random crop (train) or the first crop (valid) of each clip."""
-    crop = hparams["crop_seconds"]
-    sample_rate = hparams["sample_rate"]
-
-    clock = hparams["crop_clock"]
-    seed = hparams["seed"]
-
-    def make_pipeline(random):
-        @sb.utils.data_pipeline.takes("id", "wav", "duration")
-        @sb.utils.data_pipeline.provides("sig")
-        def audio_pipeline(uid, wav, duration):
-            start = 0.0
-            if random:  # a new crop each epoch, replayable after a resume
-                key = stable_seed(seed, "crop", clock["epoch"], uid)
-                generator = torch.Generator().manual_seed(key)
-                start = random_crop(float(duration), crop, generator)
-            return read_segment(wav, start, crop, sample_rate)
-
-        return audio_pipeline
-
-    datasets = {}
-    for name, csv in (("train", train_csv), ("valid", valid_csv)):
-        if csv is None:
-            continue
-        rows = read_manifest(csv, data_root=data_root)
-        dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            csv, replacements={"data_root": data_root or ""}
-        )
-        dataset = dataset.filtered_sorted(key_min_value={"duration": min_seconds})
-        dropped = len(rows) - len(dataset)
-        if dropped:
-            logger.warning(
-                "%s: %d clips shorter than %.3f s (one patch) left out",
-                csv,
-                dropped,
-                min_seconds,
-            )
-        if len(dataset) == 0:
-            raise ValueError(f"{csv}: no clip is at least {min_seconds:.3f} s long")
-        dataset.add_dynamic_item(make_pipeline(random=name == "train"))
-        dataset.set_output_keys(["id", "sig"])
-        datasets[name] = dataset
-    return datasets.get("train"), datasets.get("valid")
-
-
-def apply_demo_settings(hparams_file, run_opts, overrides):
-    """Reloads the hparams with the demo's shortened settings (user's win).
-
-    The demo also gets its own output folder, ``results/<experiment_name>_demo/
-    <seed>``, unless ``--output_folder`` is given: a later run on your own
-    audio does not continue it.
-
-    Returns the hparams, the overrides in force, and the list of
-    (key, paper value, demo value) changed, ending with ("output_folder", own
-    data's folder, demo's folder) when the folder is the default (None when
-    data was given).
-    """
-    try:
-        user = YAML().load(overrides) if overrides else {}  # keeps !ref tags
-    except YAMLError as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        reason = next((ln for ln in lines if "duplicate key" in ln), lines[0])
-        message = f"error: cannot read the command-line options: {reason}"
-        raise SystemExit(message) from None
-    user = user or {}
-    hparams = load_hparams(hparams_file, user)
-    if hparams["data_folder"] or hparams["train_csv"]:
-        return hparams, overrides, None
-    changed = []
-    demo = {}
-    for key, value in hparams["demo_settings"].items():
-        if key in user or key in run_opts.overridden_args:
-            continue
-        demo[key] = value
-        changed.append((key, hparams[key], value))
-    own_folder = hparams["output_folder"]
-    if "output_folder" not in user:
-        demo["experiment_name"] = f"{hparams['experiment_name']}_demo"
-    hparams = load_hparams(hparams_file, {**user, **demo})
-    if "output_folder" not in user:
-        changed.append(("output_folder", own_folder, hparams["output_folder"]))
-    return hparams, {**user, **demo}, changed
-
-
-def load_hparams(hparams_file, overrides):
-    """Loads the hparams; a misspelt override stops with a one-line error."""
-    with open(hparams_file, encoding="utf-8") as fin:
-        text = fin.read()
-    try:
-        return load_hyperpyyaml(text, overrides)
-    except KeyError:
-        known = load_hyperpyyaml_keys(text)
-        names = [k for k in overrides if k not in known]
-        if not names:
-            raise
-        hints = [
-            f"--{name}"
-            + "".join(
-                f" (did you mean --{m}?)" for m in get_close_matches(name, known, 1)
-            )
-            for name in names
-        ]
-        raise SystemExit(
-            f"error: unknown option {', '.join(hints)}: not a key of {hparams_file}"
-        ) from None
-
-
-def load_hyperpyyaml_keys(text):
-    """Top-level keys of a HyperPyYAML text, without building any object."""
-    keys = []
-    for line in text.splitlines():
-        if line and not line[0].isspace() and not line.startswith("#") and ":" in line:
-            keys.append(line.split(":", 1)[0].strip())
-    return keys
-
-
-def announce_demo(hparams, changed):
-    """Tells the user, first thing, that this is the demo and what it shortened."""
-    folders = [c for c in changed if c[0] == "output_folder"]
-    changed = [c for c in changed if c[0] != "output_folder"]
-    where = f"Writing to {hparams['output_folder']}"
-    if folders:  # the default folder: the demo's own, apart from real runs
-        where += f" (runs on your own audio write to {folders[0][1]})"
-    lines = [
-        "=" * 78,
-        "No --data_folder or --train_csv given: running the built-in DEMO.",
-        f"Demo corpus: {DEMO_DESCRIPTION}",
-        f"  generated (once) in {hparams['demo_folder']}",
-        where + ".",
-    ]
-    if changed:
-        lines.append(
-            "The model is the paper's; shortened for the demo (paper -> demo):"
-        )
-        lines += [f"  {key}: {paper} -> {demo}" for key, paper, demo in changed]
-    else:
-        lines.append("The demo shortens nothing: every demo setting was given.")
-    lines += [
-        "Override any of them on the command line (e.g. --batch_size 16); "
-        "give --data_folder DIR to pretrain on your own audio.",
-        "=" * 78,
-    ]
-    print("\n".join(lines), flush=True)
-
-
-def manifest_root(hparams):
-    """``$data_root`` of the manifests: --data_root, else the train CSV's folder."""
-    return hparams["data_root"] or os.path.dirname(
-        os.path.abspath(hparams["train_csv"])
-    )
-
-
-def check_arguments(hparams):
-    """Checks the data arguments before anything is written (one-line errors).
-
-    A rejected run leaves its output folder (and an earlier run's record in
-    it) as it was.
-    """
-    for key in ("train_csv", "valid_csv"):
-        if hparams[key] and not os.path.isfile(hparams[key]):
-            raise SystemExit(f"error: --{key} {hparams[key]}: no such file")
-    if hparams["train_csv"]:
-        for csv in (hparams["train_csv"], hparams["valid_csv"]):
-            if csv is not None:  # the columns and rows; audio files come later
-                read_manifest(csv, data_root=manifest_root(hparams), check_files=False)
-        return
-    folder = hparams["data_folder"]
-    if folder and not os.path.isdir(folder):
-        raise SystemExit(f"error: --data_folder {folder}: no such directory")
-    if not 0.0 <= hparams["valid_fraction"] < 1.0:
-        raise SystemExit(
-            f"error: --valid_fraction {hparams['valid_fraction']}: must be in [0, 1)"
-        )
-
-
-def run_fingerprint(hparams):
-    """What this run trains on: its data and the settings a resume must keep."""
-    if hparams["train_csv"]:
-        data = manifest_fingerprint(hparams["train_csv"], hparams["valid_csv"])
-    elif hparams["data_folder"]:
-        data = folder_fingerprint(hparams["data_folder"])
-        if hparams["valid_csv"]:
-            data["digest"] += "+" + manifest_fingerprint(hparams["valid_csv"])["digest"]
-    else:
-        data = {"kind": "demo", "where": hparams["demo_folder"], "digest": "demo"}
-    model = type(hparams["model"]).__name__
-    return {"data": data, "settings": settings_fingerprint(hparams, model=model)}
-
-
-def check_old_demo_folder(hparams, fingerprint):
-    """Refuses to continue a demo run made before run records, on other data.
-
-    Until run records, the demo wrote to the default output folder of real runs
-    (``results/<experiment_name>/<seed>``): such a folder has no record, but
-    holds the demo corpus.
-    """
-    folder = hparams["output_folder"]
-    if (
-        fingerprint["data"]["kind"] == "demo"
-        or hparams["allow_changed_run"]
-        or os.path.exists(os.path.join(folder, FINGERPRINT_FILE))
-        or not os.path.isdir(hparams["demo_folder"])
-    ):
-        return
-    raise RunFolderError(
-        f"{folder} holds a run of the built-in demo (its demo_corpus is there); "
-        "resuming it would mix the two runs. For a new run give another "
-        "--output_folder; to continue this one anyway give --allow_changed_run True"
-    )
-
-
-def limit_workers(hparams):
-    """Caps the loaders' workers at this process's share of the CPUs.
-
-    Returns the one-line note to log, or None when nothing was capped.
-    """
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    note = None
-    for key in ("train_dataloader_opts", "valid_dataloader_opts"):
-        opts = hparams[key]
-        workers, capped = cap_workers(opts.get("num_workers", 0), processes=processes)
-        opts["num_workers"] = workers
-        note = note or capped
-    return note
-
-
-def prepare_data(hparams, min_seconds):
-    """Resolves (train_csv, valid_csv, data_root), scanning a folder if needed."""
-    if hparams["train_csv"]:
-        data_root = manifest_root(hparams)
-        csvs = [hparams["train_csv"], hparams["valid_csv"]]
-        if hparams["check_manifest_audio"]:
-            csvs = [
-                checked_manifest(hparams, csv, data_root, min_seconds) for csv in csvs
-            ]
-        return csvs[0], csvs[1], data_root
-    data_folder = hparams["data_folder"]
-    if not data_folder:
-        data_folder = os.path.join(hparams["demo_folder"], "audio")
-        run_on_main(make_demo_corpus, kwargs={"folder": hparams["demo_folder"]})
-    if not os.path.isdir(data_folder):
-        raise SystemExit(f"error: --data_folder {data_folder}: no such directory")
-    kwargs = {
-        "data_folder": data_folder,
-        "save_folder": hparams["manifest_folder"],
-        "min_seconds": min_seconds,
-        "valid_fraction": hparams["valid_fraction"],
-        "valid_csv": hparams["valid_csv"],
-        "seed": hparams["seed"],
-        "progress": if_main_process(),
-    }
-    run_on_main(prepare_folder, kwargs=kwargs)
-    paths = prepare_folder(**{**kwargs, "progress": False, "verbose": False})
-    return paths["train_csv"], paths["valid_csv"], paths["data_root"]
-
-
-def checked_manifest(hparams, csv, data_root, min_seconds):
-    """The manifest's usable rows (decoded once, cached); bad ones in skipped_*.csv."""
-    if csv is None:
-        return None
-    stem = os.path.splitext(os.path.basename(csv))[0]
-    folder = hparams["manifest_folder"]
-    kwargs = {
-        "csv_path": csv,
-        "save_csv": os.path.join(folder, f"{stem}_checked.csv"),
-        "skipped_csv": os.path.join(folder, f"skipped_{stem}.csv"),
-        "min_seconds": min_seconds,
-        "data_root": data_root,
-        "progress": if_main_process(),
-    }
-    os.makedirs(folder, exist_ok=True)
-    run_on_main(check_manifest_audio, kwargs=kwargs)
-    return check_manifest_audio(**{**kwargs, "progress": False})
-
-
-def prepare_target_norm(hparams, train_csv, data_root, min_seconds):
-    """``target_norm: global``: estimates the statistics before step 1.
-
-    From the first ``target_norm_clips`` training clips (manifest order, crops
-    from the start), on the main process, broadcast to every rank. A run with a
-    checkpoint to resume from skips it: the checkpoint restores the buffer.
-    """
-    if hparams["target_norm"] != "global":
-        return
-    if hparams["checkpointer"].find_checkpoint() is not None:
-        if if_main_process():
-            logger.info("target_norm global: statistics restored from the checkpoint")
-        return
-    frames = estimate_global_target_norm(
-        hparams["model"],
-        train_csv,
-        data_root,
-        hparams["target_norm_clips"],
-        hparams["crop_seconds"],
-        hparams["sample_rate"],
-        min_seconds,
-    )
-    if if_main_process():
-        logger.info(
-            "target_norm global: per-band statistics estimated on %d frames of "
-            "the first %d training clips",
-            frames,
-            hparams["target_norm_clips"],
-        )
-
-
 def summary_line(brain, hparams, started):
     """One line telling what the run did and where its outputs are."""
     ckpt = brain.checkpointer.find_checkpoint()
@@ -660,51 +337,7 @@ def summary_line(brain, hparams, started):
 def main(argv):
     """Parses arguments, prepares data and runs the pretraining."""
     started = time.time()
-    argv, init_from = take_init_from(argv)
-    hparams_file, run_opts, overrides = parse_arguments(argv)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    if str(run_opts.get("device") or infer_device()).startswith("cpu"):
-        retain_freed_memory()  # no page faults on every step's reallocations
-    hparams, overrides, demo_changes = apply_demo_settings(
-        hparams_file, run_opts, overrides
-    )
-    given = run_opts.overridden_args
-    if "ckpt_interval_steps" in given and "ckpt_interval_minutes" not in given:
-        hparams["ckpt_interval_minutes"] = 0  # the two are exclusive in SpeechBrain
-    # every check before the first write: a rejected run changes nothing
-    check_arguments(hparams)
-    if init_from:  # converted weights to start from; this run's checkpoints win
-        count = init_pretraining(hparams["model"], init_from)
-        if if_main_process():
-            print(f"--init_from {init_from}: {count} tensors loaded", flush=True)
-    fingerprint = run_fingerprint(hparams)
-    check_old_demo_folder(hparams, fingerprint)
-    changed_run = check_run_folder(
-        hparams["output_folder"], fingerprint, hparams["allow_changed_run"]
-    )
-    workers_note = limit_workers(hparams)
-    if demo_changes is not None and if_main_process():
-        announce_demo(hparams, demo_changes)
-
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    if changed_run and if_main_process():
-        logger.warning(changed_run)
-    if workers_note and if_main_process():
-        logger.info(workers_note)
-    if if_main_process():
-        write_config(
-            os.path.join(hparams["save_folder"], PRETRAIN_CONFIG),
-            make_config(
-                hparams["frontend"],
-                hparams["encoder"],
-                hparams["crop_seconds"],
-                {"model": type(hparams["model"]).__name__},
-            ),
-        )
+    hparams, run_opts, fingerprint = start_pretraining(argv)
     min_seconds = hparams["model"].min_seconds
     hparams["crop_clock"] = {"epoch": 0}  # set by the Brain at each epoch start
     train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
