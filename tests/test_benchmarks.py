@@ -15,10 +15,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_json(script: str, *args: str) -> dict:
-    """Runs a benchmark with ``--quick --json`` and returns its last line."""
+def run_json(script: str, *args: str, precision: str | None = "fp32") -> dict:
+    """Runs a benchmark with ``--quick --json`` and returns its last line.
+
+    In fp32: these check the benchmark's plumbing, and on CPUs without bf16
+    matrix units (AMX, AVX-512 BF16) PyTorch's bf16 matmul falls back to a
+    reference kernel many times slower.
+    """
+    command = [str(REPO / "benchmarks" / script), "--quick", "--json"]
+    if precision is not None:
+        command += ["--precision", precision]
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--json", *args],
+        [sys.executable, *command, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -76,7 +84,7 @@ SHARED = REPO.parent / "shared" / "data"
 def test_target_perplexity_quick_reports_every_mode():
     if not (SHARED / "office_sed" / "valid.csv").is_file():
         pytest.skip("../shared/data not present")
-    record = run_json("target_perplexity.py")
+    record = run_json("target_perplexity.py", precision=None)
     assert record["codebook_size"] == 8192 and record["quantizer_seed"] == 42
     assert [m["target_norm"] for m in record["modes"]] == [
         "none",

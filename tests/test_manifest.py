@@ -191,7 +191,7 @@ def test_prepare_folder(tmp_path, caplog):
     for i in range(7):
         _audio(data / "more" / f"{i}.flac", 0.6)
     save = tmp_path / "save"
-    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.manifest"):
+    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.folder_scan"):
         out = prepare_folder(data, save, 0.5, valid_fraction=0.2, progress=False)
     assert "scanned 13 files: 10 usable" in caplog.text
     assert "3 skipped -> see" in caplog.text
@@ -209,7 +209,7 @@ def test_prepare_folder(tmp_path, caplog):
     # A second call with the same options does nothing.
     mtime = os.stat(out["train_csv"]).st_mtime_ns
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.manifest"):
+    with caplog.at_level(logging.INFO, logger="bestrq2_lobes.data.folder_scan"):
         assert prepare_folder(data, save, 0.5, 0.2, progress=False) == out
     assert "up to date" in caplog.text
     assert os.stat(out["train_csv"]).st_mtime_ns == mtime

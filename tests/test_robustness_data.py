@@ -542,12 +542,14 @@ MANIFEST_CASES = {
 
 
 # Runs the recipe script once per case in ONE Python process (imports are paid
-# once), exactly as ``python train.py ARGS`` would: run as ``__main__``; a
+# once), exactly as ``python train.py ARGS`` would: its folder first on
+# sys.path (for its sibling modules), run as ``__main__``; a
 # SystemExit with a message prints it to stderr and exits 1, as the interpreter
 # does; any other exception is a traceback.
 DRIVER = """
-import contextlib, io, json, runpy, sys, traceback
+import contextlib, io, json, os, runpy, sys, traceback
 recipe, cases = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, os.path.dirname(os.path.abspath(recipe)))
 results = {}
 for name, argv in cases.items():
     out, err = io.StringIO(), io.StringIO()
