@@ -118,10 +118,13 @@ class FrozenEncoderBrain(sb.core.Brain):
         if cache is None:
             return self.modules.ssl(wavs, wav_lens), counts
         samples = sample_counts(wav_lens, wavs.shape[0], wavs.shape[1]).tolist()
-        hiddens = cache.get(batch.id, samples)
+        keys = [
+            f"{stage.name}/{uid}" for uid in batch.id
+        ]  # IDs may repeat across splits
+        hiddens = cache.get(keys, samples)
         if hiddens is None:
             hiddens = self.modules.ssl(wavs, wav_lens)
-            cache.put(batch.id, counts.tolist(), hiddens, samples)
+            cache.put(keys, counts.tolist(), hiddens, samples)
         return hiddens.to(self.device), counts
 
     def _cacheable(self, stage) -> bool:
