@@ -11,6 +11,16 @@ weights, one per seed; log-mel statistics). Writes ``results.json``,
     python benchmarks/replicate_small.py                 # the documented run
     python benchmarks/replicate_small.py --seeds 1 --steps 500   # shorter
     python benchmarks/replicate_small.py --quick         # smoke run, ~1 min
+    python benchmarks/replicate_small.py --target_norm patch --input_norm band \
+        --output_folder results/replicate_normalized \
+        --paper_default docs/small_scale_replication_results.json
+
+``--target_norm`` and ``--input_norm`` go to both models' pretraining (same
+targets for both); ``--probe_layers all`` (the default) adds the per-layer
+linear scores to the probe results, the last layer staying the headline;
+``--paper_default`` adds the keys of an earlier ``results.json`` (the paper's
+configuration) under ``paper_default``, beside this run's ``bestrq2``,
+``onestage``, ``random`` and ``logmel``.
 
 Every stage is a subprocess running the project's own recipes (the exact
 commands go to ``commands.txt``); a stage whose output exists is not rerun, so
@@ -45,6 +55,7 @@ MODELS = {"bestrq2": "bestrq2_vit.yaml", "onestage": "bestrq_vit_onestage.yaml"}
 # Encoders scored per seed, and the one scored once (it has no weights).
 PER_SEED = ("bestrq2", "onestage", "random")
 KEYS = (*PER_SEED, "logmel")
+LAYERS = "overall_linear_layers"  # per-layer curve of --probe_layers all
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,6 +76,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     add("--device", default="cpu")
     add("--num_workers", type=int, default=1)
+    add("--target_norm", default="none", help="target_norm of both models")
+    add("--input_norm", default="none", help="input_norm of both models")
+    add("--probe_layers", default="all", choices=["last", "all"])
+    add(
+        "--paper_default",
+        type=Path,
+        default=None,
+        help="results.json of a paper-configuration run, kept under paper_default",
+    )
     add(
         "--quick",
         action="store_true",
@@ -172,6 +192,7 @@ def pretrain_command(args, model: str, seed: int, manifests, out: Path) -> list:
         "--num_heads", args.num_heads, "--num_workers", args.num_workers,
         "--log_interval", max(1, min(25, args.steps // 4)),
         "--check_manifest_audio", "False",
+        "--target_norm", args.target_norm, "--input_norm", args.input_norm,
     ]  # fmt: skip
     if model == "bestrq2":
         command += ["--predictor_depth", args.predictor_depth]
@@ -187,6 +208,8 @@ def probe_command(args, tasks: Path, out: Path, seed: int, encoder_dir, baseline
     ]  # fmt: skip
     if baseline:
         command += ["--baseline", baseline]
+    if baseline != "logmel":
+        command += ["--probe_layers", args.probe_layers]
     if args.quick:
         command += ["--debug", "--debug_batches", "2", "--debug_epochs", "2"]
     return command
@@ -213,6 +236,11 @@ def summarise(scores: dict[str, list[dict]]) -> dict:
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values,
             }
+        curves = [run[LAYERS] for run in runs if LAYERS in run]
+        if len(curves) == len(runs):  # the per-layer curve, averaged over seeds
+            summary[key][LAYERS] = [
+                statistics.fmean(v) for v in zip(*curves, strict=True)
+            ]
     return summary
 
 
@@ -234,6 +262,8 @@ def report(summary: dict, tasks: list[str], seeds: list[int]) -> str:
     """Markdown: per-task, per-domain and overall means (spread over seeds)."""
 
     def cell(key, metric):
+        if metric not in summary[key]:
+            return "-"
         stat = summary[key][metric]
         spread = f" ± {stat['std']:.3f}" if len(stat["values"]) > 1 else ""
         return f"{stat['mean']:.3f}{spread}"
@@ -246,6 +276,8 @@ def report(summary: dict, tasks: list[str], seeds: list[int]) -> str:
     )
     rows += [f"domain_{d}_{p}" for d in domains for p in ("linear", "knn")]
     rows += [f"overall_{p}" for p in ("linear", "knn")]
+    if all("overall_best_layer_linear" in summary[k] for k in PER_SEED):
+        rows.append("overall_best_layer_linear")
     lines = [
         f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds; "
         "log-mel statistics have no seed).",
@@ -256,6 +288,19 @@ def report(summary: dict, tasks: list[str], seeds: list[int]) -> str:
     for metric in rows:
         label = metric.replace("_", " ")
         lines.append(f"| {label} | " + " | ".join(cell(k, metric) for k in KEYS) + " |")
+    curves = {k: summary[k][LAYERS] for k in PER_SEED if LAYERS in summary[k]}
+    if curves:
+        width = max(len(c) for c in curves.values())
+        lines += [
+            "",
+            "Overall linear score of a probe on each hidden state (0: the patch "
+            "embeddings; the last is the headline), mean over seeds:",
+            "",
+            "| encoder | " + " | ".join(str(i) for i in range(width)) + " |",
+            "|" + "---|" * (width + 1),
+        ]
+        for key, curve in curves.items():
+            lines.append(f"| {key} | " + " | ".join(f"{v:.3f}" for v in curve) + " |")
     lines += ["", "Claims (linear-probe overall means):", ""]
     for text, holds in claims(summary):
         lines.append(f"- {text}: {'holds' if holds else 'does NOT hold'}")
@@ -349,6 +394,10 @@ def main(argv=None) -> int:
     results["claims"] = {text: holds for text, holds in claims(summary)}
     results["summary"] = summary
     results["settings"] = {k: str(v) for k, v in vars(args).items()}
+    if args.paper_default is not None:
+        earlier = json.loads(args.paper_default.read_text(encoding="utf-8"))
+        results["paper_default"] = {key: earlier[key] for key in KEYS}
+        results["paper_default"]["source"] = str(args.paper_default)
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     (out / "report.md").write_text(report(summary, task_names, args.seeds))
     plot_curves(runs, out / "curves.png")

@@ -9,11 +9,14 @@ grid and the quantizer (8192 codes, seed 42) of ``hparams/bestrq2_vit.yaml``.
 Reported per set and pooled: the perplexity of the code histogram (exp of its
 entropy) and the number of codes used. The ``global`` statistics are estimated
 on the train splits of the three sets (every clip, manifest order, 10 s from
-the start), never on a valid or test split.
+the start), never on a valid or test split. ``--input_norm global|band`` first
+normalises the front end's output (the encoder's input, and so the quantizer's)
+by statistics of the same train clips, as the recipe's ``input_norm`` does.
 
     python benchmarks/target_perplexity.py            # the documented run
     python benchmarks/target_perplexity.py --quick    # smoke run (4 clips a set)
     python benchmarks/target_perplexity.py --json     # last line: the JSON record
+    python benchmarks/target_perplexity.py --input_norm band
 
 Without the shared data it says so and exits with 0.
 
@@ -60,6 +63,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="an hparams override (YAML value), e.g. normalized_stft=False",
     )
+    add(
+        "--input_norm",
+        choices=("none", "global", "band"),
+        default="none",
+        help="normalise the encoder input by train-clip statistics first",
+    )
     add("--quick", action="store_true", help="4 valid and 4 train clips per set")
     add("--json", action="store_true", help="print the JSON record last")
     return parser.parse_args(argv)
@@ -98,6 +107,7 @@ def main(argv=None) -> int:
     if not all((data / name / "valid.csv").is_file() for name in SETS):
         print(f"shared data not found in {data}: nothing to measure (skipped)")
         return 0
+    from bestrq2_lobes.model.frontend import band_to_global
     from bestrq2_lobes.model.targets import (
         TargetNormalization,
         estimate_band_statistics,
@@ -110,17 +120,6 @@ def main(argv=None) -> int:
     model, hparams = load_model(args.hparams, args.override)
     sample_rate, quantizer = hparams["sample_rate"], model.quantizer
     limit = 4 if args.quick else 10**9
-    valid = {
-        name: clip_patches(
-            model,
-            data / name / "valid.csv",
-            str(data / name),
-            limit,
-            args.seconds,
-            sample_rate,
-        )
-        for name in SETS
-    }
     train_clips = []  # one entry per clip read (the clips are not kept)
 
     def train_wavs():
@@ -134,6 +133,23 @@ def main(argv=None) -> int:
 
     grid = model.encoder.grid
     mean, std, frames = estimate_band_statistics(train_wavs(), model.frontend, grid)
+    if args.input_norm != "none":  # the statistics of the normalised log-mel
+        input_mean, input_std = mean, std
+        if args.input_norm == "global":
+            input_mean, input_std = (torch.tensor(v) for v in band_to_global(mean, std))
+        model.frontend.set_normalization(input_mean, input_std)
+        mean, std = (mean - input_mean) / input_std, std / input_std
+    valid = {
+        name: clip_patches(
+            model,
+            data / name / "valid.csv",
+            str(data / name),
+            limit,
+            args.seconds,
+            sample_rate,
+        )
+        for name in SETS
+    }
 
     rows = []
     for mode in TARGET_NORMS:
@@ -164,7 +180,8 @@ def main(argv=None) -> int:
     print(
         f"Code perplexity / codes used of {quantizer.codebook_size} on the valid "
         f"clips ({args.seconds:g} s from the start; global statistics from "
-        f"{len(train_clips)} train clips, {frames} frames)"
+        f"{len(train_clips)} train clips, {frames} frames; input_norm "
+        f"{args.input_norm})"
     )
     print()
     header = ["target_norm", *SETS, "all three"]
@@ -188,6 +205,7 @@ def main(argv=None) -> int:
             "global_frames": frames,
             "quick": args.quick,
             "overrides": args.override,
+            "input_norm": args.input_norm,
             "modes": rows,
         }
         print(json.dumps(result))

@@ -1,7 +1,8 @@
 """The pretraining hparams files agree where they must.
 
-``bestrq2_vit_speech.yaml`` is ``bestrq2_vit.yaml`` with a few keys changed
-(``__base__``); ``bestrq_vit_onestage.yaml`` is a full file, since it builds
+``bestrq2_vit_speech.yaml`` and ``bestrq2_vit_normalized.yaml`` are
+``bestrq2_vit.yaml`` with a few keys changed (``__base__``);
+``bestrq_vit_onestage.yaml`` is a full file, since it builds
 another model, and every key it shares with the base file must be equal.
 
 Authors
@@ -46,6 +47,17 @@ def test_speech_variant_is_the_base_with_its_keys_changed():
     assert hp["frontend"].config["n_mels"] == 80 and hp["embed_dim"] == 32
     _, base = _load([str(HPARAMS / "bestrq2_vit.yaml"), *TINY])
     assert base["n_mels"] == 128 and base["lr"] == hp["lr"]
+
+
+def test_normalized_variant_changes_only_the_targets():
+    path, hp = _load([str(HPARAMS / "bestrq2_vit_normalized.yaml"), *TINY])
+    assert Path(path).name == "bestrq2_vit.yaml"
+    assert hp["experiment_name"] == "bestrq2_vit_normalized"
+    assert hp["model"].target_norm.mode == "utterance_patch"
+    assert hp["input_norm"] == "none" and hp["frontend"].norm_mean is None
+    _, base = _load([str(HPARAMS / "bestrq2_vit.yaml"), *TINY])
+    assert base["target_norm"] == "none"  # the paper stays the default
+    assert hp["frontend"].config == base["frontend"].config
 
 
 def test_command_line_overrides_win_over_the_variant():

@@ -79,6 +79,7 @@ def audio_folder(tmp_path_factory):
         ("bestrq2_vit.yaml", TWO_STEP),
         ("bestrq_vit_onestage.yaml", []),
         ("bestrq2_vit_speech.yaml", TWO_STEP),
+        ("bestrq2_vit_normalized.yaml", TWO_STEP),
     ],
 )
 def test_debug_run_each_hparams(hparams, extra, audio_folder, tmp_path):

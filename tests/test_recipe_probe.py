@@ -354,6 +354,44 @@ def test_exported_encoder_dir(tiny_suite, tmp_path):
     check_outputs(out)
 
 
+def test_every_layer_probed_and_the_last_layer_headline_unchanged(tiny_suite, tmp_path):
+    """``--probe_layers all``: a probe per hidden state; the headline is as before.
+
+    ``pitch`` has a valid split, so its best layer is chosen by it; ``tags`` has
+    none, so it has no best layer and the suite reports no overall best.
+    """
+    tiny = [*TINY[:1], "--depth=2", *TINY[2:]]
+    common = [f"--tasks={tiny_suite / 'tasks.yaml'}", "--debug", *tiny, *RUN]
+    run_recipe(*common, f"--output_folder={tmp_path / 'last'}")
+    run_recipe(*common, f"--output_folder={tmp_path / 'all'}", "--probe_layers=all")
+    last = check_outputs(tmp_path / "last")
+    every = json.loads((tmp_path / "all" / "results.json").read_text())
+    for key in ("overall_linear", "overall_knn", "pitch_linear", "tags_linear"):
+        assert every[key] == last[key]
+    pitch, tags = every["tasks"]["pitch"], every["tasks"]["tags"]
+    assert len(pitch["layers_linear"]) == len(pitch["layers_valid"]) == 3
+    assert pitch["layers_linear"][-1] == pitch["linear"]
+    best = pitch["best_layer"]
+    assert pitch["layers_valid"][best] == max(pitch["layers_valid"])
+    assert pitch["best_layer_linear"] == pitch["layers_linear"][best]
+    assert tags["best_layer"] is None and "overall_best_layer_linear" not in every
+    curve = every["overall_linear_layers"]
+    weighted = (pitch["layers_linear"][0] + 2 * tags["layers_linear"][0]) / 3
+    assert len(curve) == 3 and curve[0] == pytest.approx(weighted)
+    assert (
+        "Linear probe on each hidden state"
+        in (tmp_path / "all" / "results.md").read_text()
+    )
+    bad = run_recipe(
+        *common,
+        f"--output_folder={tmp_path / 'bad'}",
+        "--probe_layers=some",
+        check=False,
+    )
+    assert bad.returncode != 0
+    assert "--probe_layers must be last or all" in bad.stderr
+
+
 def load_train_module():
     """recipes/probe/train.py as a module (other recipes have a train.py too)."""
     import importlib.util

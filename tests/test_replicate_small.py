@@ -98,7 +98,11 @@ def test_missing_data_is_a_one_line_error(tmp_path):
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
 def test_quick_run_end_to_end_and_resume(tmp_path):
     out = tmp_path / "rep"
-    proc = run_script("--quick", "--output_folder", out)
+    paper = REPO / "docs" / "small_scale_replication_results.json"
+    normalised = ["--target_norm", "patch", "--input_norm", "band"]
+    proc = run_script(
+        "--quick", "--output_folder", out, *normalised, "--paper_default", paper
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     for key in ("bestrq2", "onestage", "random", "logmel"):
@@ -106,13 +110,22 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
         assert results[key] == results["summary"][key]["overall_linear"]["mean"]
     assert results["seeds"] == [1]
     assert len(results["claims"]) == 3
-    assert "| overall linear |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| overall linear |" in report
+    assert "Overall linear score of a probe on each hidden state" in report
+    layers = results["summary"]["bestrq2"]["overall_linear_layers"]
+    assert len(layers) == 2  # depth 1: the patch embeddings and the last block
+    earlier = json.loads(paper.read_text())
+    assert results["paper_default"]["bestrq2"] == earlier["bestrq2"]
     assert (out / "curves.png").stat().st_size > 10_000
     commands = (out / "commands.txt").read_text().splitlines()
     assert len(commands) == 8  # 2 pretrain + 2 export + 4 probe runs
     assert "hparams/bestrq_vit_onestage.yaml" in commands[2]
+    for pretraining in (commands[0], commands[2]):  # the same targets for both
+        assert "--target_norm patch --input_norm band" in pretraining
+    assert "--probe_layers all" in commands[4] and "logmel" in commands[-1]
     # Rerun: every stage's output exists, so nothing runs again.
-    again = run_script("--quick", "--output_folder", out)
+    again = run_script("--quick", "--output_folder", out, *normalised)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "commands.txt").read_text().splitlines() == commands
     assert (

@@ -116,6 +116,33 @@ def test_utterance_ignores_the_padding_and_what_is_in_it():
     assert torch.isfinite(out[0]).all()
 
 
+def test_utterance_patch_mode_is_utterance_then_each_patch_against_loops():
+    grid = PatchGrid(MELS, PF, PT)
+    feats = _feats(batch=3, frames=40, seed=5)
+    frames = torch.tensor([40, 24, 8])
+    valid_tokens = grid.valid_tokens(frames)
+    out = TargetNormalization("utterance_patch", MELS, PF, PT)(
+        grid.patchify(feats), valid_tokens
+    )
+    banded = grid.patchify(_reference_band_norm(feats, frames))
+    for b in range(3):
+        for n in range(int(valid_tokens[b])):
+            x = banded[b, n].double()
+            ref = (x - x.mean()) / (x.var(unbiased=False) + EPS).sqrt()
+            torch.testing.assert_close(out[b, n], ref.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_utterance_patch_ignores_the_padding():
+    grid = PatchGrid(MELS, PF, PT)
+    norm = TargetNormalization("utterance_patch", MELS, PF, PT)
+    feats = _feats(batch=2, frames=48, seed=4)
+    alone = norm(grid.patchify(feats[1:, :, :20]))
+    padded = feats.clone()
+    padded[1, :, 20:] = float("nan")
+    out = norm(grid.patchify(padded), torch.tensor([24, 10]))
+    assert torch.equal(out[1, :10], alone[0])
+
+
 def test_global_mode_against_a_loop():
     grid = PatchGrid(MELS, PF, PT)
     feats = _feats()
@@ -284,8 +311,10 @@ def test_code_usage_counts_real_targets_over_the_window():
     assert usage.end_interval() == {
         "codes_used_0": 2,
         "dead_codes_0": 3,
+        "pooled_perplexity_0": 2.0,  # codes 0 and 1 once each
         "codes_used_1": 1,
         "dead_codes_1": 4,
+        "pooled_perplexity_1": 1.0,  # code 4 twice
     }
     usage.update(targets)
     assert usage.end_interval()["codes_used_0"] == 3
@@ -293,8 +322,10 @@ def test_code_usage_counts_real_targets_over_the_window():
     assert usage.end_interval() == {
         "codes_used_0": 0,
         "dead_codes_0": 5,
+        "pooled_perplexity_0": 1.0,  # no code: perplexity 1 by convention
         "codes_used_1": 0,
         "dead_codes_1": 5,
+        "pooled_perplexity_1": 1.0,
     }
     assert code_perplexity(torch.tensor([1, 1, 1, 1])) == pytest.approx(4.0)
 
@@ -372,6 +403,7 @@ def test_recipe_global_statistics_estimated_once_and_kept_on_resume(
     for record in train + valid:
         assert 1 <= record["codes_used_0"] <= 64
         assert record["codes_used_0"] + record["dead_codes_0"] == 64
+        assert 1.0 <= record["pooled_perplexity_0"] <= record["codes_used_0"] + 0.1
         assert "perplexity" in record
 
 

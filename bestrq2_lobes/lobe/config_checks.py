@@ -59,6 +59,7 @@ BOUNDS = {
     },
 }
 OPTIONAL = {("frontend", "f_max"), ("frontend", "norm_mean"), ("frontend", "norm_std")}
+PER_BAND = {("frontend", "norm_mean"), ("frontend", "norm_std")}  # or one number
 MAX_CROP_SECONDS = 3600.0
 MAX_CROP_TOKENS = 16384
 
@@ -83,6 +84,10 @@ def check_config(config: dict) -> None:
     Traceback (most recent call last):
     ...
     ValueError: encoder.depth must be an integer in [1, 256], got 100000
+    >>> check_config(encoder_config(n_mels=16, patch_freq=16, norm_std=[1.0] * 15))
+    Traceback (most recent call last):
+    ...
+    ValueError: frontend.norm_std must be one number or 16 (one per mel band), ...
     """
     if not isinstance(config, dict):
         raise ValueError(f"expected the config as a dict, got {type(config).__name__}")
@@ -97,6 +102,9 @@ def check_config(config: dict) -> None:
                     f"{part}.{key} is not a setting (known: {sorted(known)})"
                 )
             if value is None and (part, key) in OPTIONAL:
+                continue
+            if isinstance(value, list) and (part, key) in PER_BAND:
+                _check_bands(f"{part}.{key}", value, sizes, known, BOUNDS[part][key])
                 continue
             if key in BOUNDS[part]:
                 _check_number(f"{part}.{key}", value, *BOUNDS[part][key])
@@ -122,6 +130,18 @@ def _check_number(name, value, integer, low=None, high=None, low_open=False) -> 
         ok = (value > low if low_open else value >= low) and value <= high
     if not ok:
         raise ValueError(f"{name} must be {kind} in {interval}, got {value!r}")
+
+
+def _check_bands(name, values, sizes, known, bounds) -> None:
+    """A per-band list: one number per mel band, each within ``bounds``."""
+    n_mels = sizes.get("n_mels", known["n_mels"])
+    if len(values) != n_mels:
+        raise ValueError(
+            f"{name} must be one number or {n_mels} (one per mel band), "
+            f"got a list of {len(values)}"
+        )
+    for index, value in enumerate(values):
+        _check_number(f"{name}[{index}]", value, *bounds)
 
 
 def _with_defaults(module_class, sizes: dict) -> dict:

@@ -11,11 +11,20 @@ fp32, also under autocast.
 Each signal of a padded batch is reflect-padded at *its own* end before the STFT, so
 the frames of a clip are the same whether it is alone or padded into a batch.
 
+The encoder input can be normalised by fixed statistics, ``(x - norm_mean) /
+norm_std``: one number each (global) or one per mel band. They are part of the
+front end's ``config``, so an exported encoder directory applies exactly what
+pretraining applied; the pretraining recipe's ``input_norm`` estimates them from
+the training data (:func:`band_to_global` turns per-band statistics into global
+ones).
+
 Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torchaudio
@@ -44,10 +53,12 @@ class LogMel(torch.nn.Module):
         Highest mel band edge (Hz).
     floor : float
         Power floor before the logarithm (1e-10 gives -100 dB).
-    norm_mean : float, optional
-        A fixed mean subtracted from the log-mel (off by default, as in the paper).
-    norm_std : float, optional
-        A fixed standard deviation the log-mel is divided by (off by default).
+    norm_mean : float or list of float, optional
+        A fixed mean subtracted from the log-mel, one number or one per mel band
+        (off by default, as in the paper).
+    norm_std : float or list of float, optional
+        A fixed standard deviation the log-mel is divided by, one number or one
+        per band (off by default; every value must be positive).
     normalized : bool
         Divide the STFT by the window's L2 norm, as the authors' front end does
         (the paper preset sets it; False when absent, as in older configs).
@@ -66,6 +77,9 @@ class LogMel(torch.nn.Module):
     >>> diff = LogMel()(wav) - LogMel(normalized=True)(wav)
     >>> round(float(diff.median()), 2)
     28.85
+    >>> bands = LogMel(n_mels=4, norm_mean=[-60.0, -50.0, -40.0, -30.0], norm_std=10.0)
+    >>> bands.config["norm_mean"], bands.config["norm_std"]
+    ([-60.0, -50.0, -40.0, -30.0], 10.0)
     """
 
     def __init__(
@@ -78,11 +92,12 @@ class LogMel(torch.nn.Module):
         f_min: float = 0.0,
         f_max: float = 8000.0,
         floor: float = 1e-10,
-        norm_mean: float | None = None,
-        norm_std: float | None = None,
+        norm_mean: float | Sequence[float] | None = None,
+        norm_std: float | Sequence[float] | None = None,
         normalized: bool = False,
     ):
         super().__init__()
+        self.n_mels = n_mels
         self.config = dict(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -92,17 +107,17 @@ class LogMel(torch.nn.Module):
             f_min=f_min,
             f_max=f_max,
             floor=floor,
-            norm_mean=norm_mean,
-            norm_std=norm_std,
+            norm_mean=None,
+            norm_std=None,
             normalized=bool(normalized),
         )
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.n_mels = n_mels
         self.floor = floor
-        self.norm_mean = norm_mean
-        self.norm_std = norm_std
+        self.register_buffer("norm_mean", None, persistent=False)
+        self.register_buffer("norm_std", None, persistent=False)
+        self.set_normalization(norm_mean, norm_std)
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
             n_fft=n_fft,
@@ -118,6 +133,57 @@ class LogMel(torch.nn.Module):
             mel_scale="htk",
             normalized=bool(normalized),
         )
+
+    def set_normalization(
+        self,
+        mean: float | Sequence[float] | torch.Tensor | None,
+        std: float | Sequence[float] | torch.Tensor | None,
+    ) -> None:
+        """Sets the fixed input statistics (and the ``config`` that records them).
+
+        Arguments
+        ---------
+        mean : float, sequence of ``n_mels`` floats, tensor or None
+            Subtracted from the log-mel (None: nothing).
+        std : float, sequence of ``n_mels`` floats, tensor or None
+            The log-mel is divided by it (None: nothing); positive.
+
+        Example
+        -------
+        >>> frontend = LogMel(n_mels=2)
+        >>> frontend.set_normalization(torch.tensor([-50.0, -40.0]), 5.0)
+        >>> frontend.config["norm_mean"], frontend.norm_mean.shape
+        ([-50.0, -40.0], torch.Size([2, 1]))
+        >>> frontend.set_normalization(0.0, -1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: norm_std must be finite and positive, got -1.0
+        """
+        for name, value in (("norm_mean", mean), ("norm_std", std)):
+            if value is None:
+                setattr(self, name, None)
+                self.config[name] = None
+                continue
+            values = torch.as_tensor(value, dtype=torch.float32).detach().cpu()
+            if values.dim() > 1 or (values.dim() == 1 and len(values) != self.n_mels):
+                raise ValueError(
+                    f"{name} must be one number or {self.n_mels} (one per mel band), "
+                    f"got shape {tuple(values.shape)}"
+                )
+            ok = bool(torch.isfinite(values).all())
+            if name == "norm_std":
+                ok = ok and bool((values > 0).all())
+            if not ok:
+                kind = "finite and positive" if name == "norm_std" else "finite"
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
+            self.config[name] = values.tolist()
+            shape = (-1, 1) if values.dim() == 1 else ()
+            setattr(self, name, values.reshape(shape).to(self._device()))
+
+    def _device(self) -> torch.device:
+        """The device of the front end's tensors (the CPU before any exists)."""
+        tensors = list(self.buffers(recurse=True))
+        return tensors[0].device if tensors else torch.device("cpu")
 
     @property
     def hop_ms(self) -> float:
@@ -198,3 +264,35 @@ def reflect_tails(wav: torch.Tensor, lengths: torch.Tensor, width: int) -> torch
     tail = (idx >= end) & (idx < end + width)
     source = torch.where(tail, (2 * (end - 1) - idx).clamp(min=0), idx)
     return torch.where(tail, wav.gather(1, source), wav)
+
+
+def band_to_global(mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float]:
+    """One mean and standard deviation from per-band ones over the same frames.
+
+    Every band has as many values as the others, so the global mean is the mean
+    of the band means, and the global variance is the mean of the band variances
+    plus the variance of the band means.
+
+    Arguments
+    ---------
+    mean : torch.Tensor
+        (n_mels,) per-band means.
+    std : torch.Tensor
+        (n_mels,) per-band standard deviations.
+
+    Returns
+    -------
+    (mean, std)
+        Two floats.
+
+    Example
+    -------
+    >>> x = torch.randn(4, 1000) * torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    >>> mean, std = band_to_global(x.mean(1), x.std(1, correction=0))
+    >>> abs(mean - float(x.mean())) < 1e-5, abs(std - float(x.std(correction=0))) < 1e-4
+    (True, True)
+    """
+    mean, std = mean.double(), std.double()
+    center = mean.mean()
+    var = (std.square() + (mean - center).square()).mean()
+    return float(center), float(var.sqrt())

@@ -11,6 +11,8 @@ to the quantizer only (the encoder reads the raw patches), in one of four modes:
 * ``utterance``: every mel band to zero mean and unit standard deviation over
   the clip's valid frames (the frames of its whole patch columns; padding
   changes nothing);
+* ``utterance_patch``: ``utterance``, then ``patch`` (the clip's channel, level
+  and tilt removed, then each patch's own level and contrast);
 * ``global``: every mel band by a fixed mean and standard deviation estimated
   once from training data (:func:`estimate_band_statistics`); they are buffers,
   so checkpoints carry them and a resumed run does not estimate them again.
@@ -33,7 +35,7 @@ from bestrq2_lobes.model.device_copy import to_device
 from bestrq2_lobes.model.patches import PatchGrid
 from bestrq2_lobes.model.tokens import gather_tokens
 
-TARGET_NORMS = ("none", "patch", "utterance", "global")
+TARGET_NORMS = ("none", "patch", "utterance", "utterance_patch", "global")
 
 
 class TargetNormalization(torch.nn.Module):
@@ -42,7 +44,8 @@ class TargetNormalization(torch.nn.Module):
     Arguments
     ---------
     mode : str
-        ``none``, ``patch``, ``utterance`` or ``global`` (see the module).
+        ``none``, ``patch``, ``utterance``, ``utterance_patch`` or ``global``
+        (see the module).
     n_mels : int
         Mel bands of the front end.
     patch_freq : int
@@ -138,7 +141,7 @@ class TargetNormalization(torch.nn.Module):
             (batch, tokens, patch_dim) patches of the grid, time-major.
         valid_tokens : torch.Tensor, optional
             (batch,) valid tokens of each clip (a whole number of columns);
-            None: every token is valid. Only ``utterance`` reads it.
+            None: every token is valid. Only the ``utterance`` modes read it.
         index : torch.Tensor, optional
             (batch, K) token indices: return only those patches.
 
@@ -162,7 +165,7 @@ class TargetNormalization(torch.nn.Module):
                         "(estimate_band_statistics) or load a checkpoint"
                     )
                 mean, std = self.mean.unsqueeze(0), self.std.unsqueeze(0)
-            else:
+            else:  # utterance, utterance_patch
                 mean, std = utterance_statistics(
                     patches, valid_tokens, self.grid, self.eps
                 )
@@ -175,7 +178,10 @@ class TargetNormalization(torch.nn.Module):
             row, batch = index % rows, len(patches)
             mean = gather_tokens(self.per_row(mean).expand(batch, -1, -1), row)
             std = gather_tokens(self.per_row(std).expand(batch, -1, -1), row)
-            return (patches - mean) / std
+            out = (patches - mean) / std
+            if self.mode == "utterance_patch":
+                out = F.layer_norm(out, (out.shape[-1],), eps=self.eps)
+            return out
 
     def per_row(self, band: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels) band values laid out as (batch, rows, patch_dim) patches.

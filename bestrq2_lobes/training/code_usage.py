@@ -4,7 +4,10 @@ The code perplexity of a batch says how spread its targets are; it does not say
 how many of the codes ever appear. :class:`CodeUsage` counts the target codes of
 every batch (on the device, without a host sync) and, at each log line, reports
 per codebook how many codes appeared over the last ``window`` log intervals
-(``codes_used_<q>``) and how many never did (``dead_codes_<q>``). Under DDP the
+(``codes_used_<q>``), how many never did (``dead_codes_<q>``) and the perplexity
+of the codes pooled over the window (``pooled_perplexity_<q>``; for validation,
+over the whole pass: the per-batch ``perplexity`` is bounded by the few hundred
+targets of one batch, the pooled one much less). Under DDP the
 counts of the interval are summed over the ranks (every rank must call
 :meth:`CodeUsage.end_interval`).
 
@@ -36,13 +39,13 @@ class CodeUsage:
     >>> usage = CodeUsage(num_codebooks=1, codebook_size=8, window=2)
     >>> usage.update(torch.tensor([[[1], [2]]]))
     >>> usage.end_interval()
-    {'codes_used_0': 2, 'dead_codes_0': 6}
+    {'codes_used_0': 2, 'dead_codes_0': 6, 'pooled_perplexity_0': 2.0}
     >>> usage.update(torch.tensor([[[3], [4]]]), torch.tensor([[True, False]]))
-    >>> usage.end_interval()
-    {'codes_used_0': 3, 'dead_codes_0': 5}
+    >>> usage.end_interval()["codes_used_0"]
+    3
     >>> usage.update(torch.tensor([[[5]]]))
     >>> usage.end_interval()  # the first interval has left the window
-    {'codes_used_0': 2, 'dead_codes_0': 6}
+    {'codes_used_0': 2, 'dead_codes_0': 6, 'pooled_perplexity_0': 2.0}
     """
 
     def __init__(self, num_codebooks: int, codebook_size: int, window: int = 10):
@@ -92,19 +95,21 @@ class CodeUsage:
         return usage_stats(counts.reshape(self.num_codebooks, self.codebook_size))
 
 
-def usage_stats(counts: torch.Tensor) -> dict[str, int]:
-    """Codes used and dead codes of (num_codebooks, codebook_size) counts.
+def usage_stats(counts: torch.Tensor) -> dict[str, int | float]:
+    """Codes used, dead codes and pooled perplexity of (codebooks, codes) counts.
 
     Example
     -------
-    >>> usage_stats(torch.tensor([[0, 3, 1], [5, 0, 0]]))
-    {'codes_used_0': 2, 'dead_codes_0': 1, 'codes_used_1': 1, 'dead_codes_1': 2}
+    >>> stats = usage_stats(torch.tensor([[0, 3, 1], [5, 0, 0]]))
+    >>> stats["codes_used_0"], stats["dead_codes_1"], stats["pooled_perplexity_1"]
+    (2, 2, 1.0)
     """
     stats = {}
     for q, row in enumerate(counts):
         used = int((row > 0).sum())
         stats[f"codes_used_{q}"] = used
         stats[f"dead_codes_{q}"] = row.numel() - used
+        stats[f"pooled_perplexity_{q}"] = round(code_perplexity(row), 1)
     return stats
 
 

@@ -67,6 +67,8 @@ RUN_SETTINGS = (
     "quantizer_seed",
     "target_norm",
     "target_norm_clips",
+    "input_norm",
+    "input_norm_clips",
 )
 
 
@@ -202,6 +204,9 @@ def fingerprint_differences(old: Mapping, new: Mapping) -> list[str]:
     ['data: the demo corpus -> folder /a (3 files)', 'depth: 12 -> 1']
     >>> fingerprint_differences(old, old)
     []
+    >>> later = {"depth": 12, "input_norm": "none"}  # a key of a later version
+    >>> fingerprint_differences(old, {**old, "settings": later})
+    []
     """
     diffs = []
     old_data, new_data = old.get("data", {}), new.get("data", {})
@@ -212,7 +217,7 @@ def fingerprint_differences(old: Mapping, new: Mapping) -> list[str]:
             after += ", changed"
         diffs.append(f"data: {before} -> {after}")
     old_set, new_set = old.get("settings", {}), new.get("settings", {})
-    for key in list(old_set) + [k for k in new_set if k not in old_set]:
+    for key in old_set:  # a setting the old record lacks came with a later version
         if old_set.get(key) != new_set.get(key):
             diffs.append(f"{key}: {old_set.get(key)} -> {new_set.get(key)}")
     return diffs

@@ -1,4 +1,4 @@
-"""The statistics of ``target_norm: global``, estimated once before step 1.
+"""Statistics estimated once before step 1: ``target_norm: global`` and ``input_norm``.
 
 The per-band mean and standard deviation come from the first ``max_clips``
 usable clips of the training manifest, in manifest order, each read from its
@@ -8,6 +8,12 @@ a pure function of the manifest and the settings. The main process computes
 them and broadcasts them, so every DDP rank holds the very same buffer. A run
 that resumes from a checkpoint does not call this: the buffer comes back with
 the checkpoint.
+
+``input_norm`` (``global`` or ``band``) estimates the encoder's input statistics
+the same way, on the raw log-mel, and sets them on the front end
+(:meth:`~bestrq2_lobes.model.frontend.LogMel.set_normalization`): its ``config``
+then carries them into the run's ``encoder_config.json`` and every exported
+encoder directory, and a resumed run reads them back from there.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -23,7 +29,10 @@ from speechbrain.utils.distributed import ddp_broadcast, if_main_process
 
 from bestrq2_lobes.data.audio import read_segment
 from bestrq2_lobes.data.manifest import read_manifest
+from bestrq2_lobes.model.frontend import band_to_global
 from bestrq2_lobes.model.targets import estimate_band_statistics
+
+INPUT_NORMS = ("none", "global", "band")
 
 
 def first_clips(
@@ -108,4 +117,77 @@ def estimate_global_target_norm(
             model.frontend.train(training)
     mean, std, frames = ddp_broadcast(stats, src=0)
     model.target_norm.set_statistics(mean, std, frames)
+    return frames
+
+
+def estimate_input_norm(
+    model: torch.nn.Module,
+    mode: str,
+    manifest: str | os.PathLike,
+    data_root: str | None,
+    max_clips: int,
+    seconds: float,
+    sample_rate: int,
+    min_seconds: float = 0.0,
+) -> int:
+    """Sets the front end's input statistics from the first training clips.
+
+    ``band``: a mean and standard deviation per mel band; ``global``: one of
+    each over all bands (:func:`~bestrq2_lobes.model.frontend.band_to_global`).
+    Computed on the main process from the raw log-mel and broadcast to every
+    DDP rank (every rank must call this).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A pretraining model (``frontend`` without statistics, ``encoder.grid``).
+    mode : str
+        ``global`` or ``band``.
+    manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+        As for :func:`estimate_global_target_norm`.
+
+    Returns
+    -------
+    int
+        The number of frames the statistics were taken on.
+
+    Example
+    -------
+    >>> import numpy as np, soundfile as sf
+    >>> from types import SimpleNamespace
+    >>> from bestrq2_lobes.model.frontend import LogMel
+    >>> from bestrq2_lobes.model.patches import PatchGrid
+    >>> tmp = getfixture("tmpdir")
+    >>> sf.write(str(tmp / "a.wav"), np.random.randn(32000) * 0.1, 16000)
+    >>> _ = (tmp / "m.csv").write("ID,duration,wav\\na,2.0,$data_root/a.wav\\n")
+    >>> model = SimpleNamespace(frontend=LogMel(n_mels=32),
+    ...                         encoder=SimpleNamespace(grid=PatchGrid(32, 16, 16)))
+    >>> estimate_input_norm(model, "band", tmp / "m.csv", str(tmp), 10, 2.0, 16000)
+    48
+    >>> len(model.frontend.config["norm_mean"])
+    32
+    """
+    if mode not in INPUT_NORMS[1:]:
+        raise ValueError(f"input_norm {mode!r}: expected global or band")
+    frontend = model.frontend
+    if frontend.norm_mean is not None or frontend.norm_std is not None:
+        raise ValueError(
+            f"input_norm {mode} estimates the input statistics: leave the front "
+            "end's norm_mean and norm_std unset"
+        )
+    stats = None
+    if if_main_process():
+        clips = first_clips(
+            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+        )
+        training = frontend.training
+        frontend.eval()
+        try:
+            stats = estimate_band_statistics(clips, frontend, model.encoder.grid)
+        finally:
+            frontend.train(training)
+    mean, std, frames = ddp_broadcast(stats, src=0)
+    if mode == "global":
+        mean, std = band_to_global(mean, std)
+    frontend.set_normalization(mean, std)
     return frames

@@ -20,8 +20,12 @@ from bestrq2_lobes.data.demo_corpus import make_demo_corpus
 from bestrq2_lobes.data.folder_scan import prepare_folder
 from bestrq2_lobes.data.manifest import read_manifest
 from bestrq2_lobes.data.manifest_audio import check_manifest_audio
+from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, read_config_file
 from bestrq2_lobes.training.seeding import stable_seed
-from bestrq2_lobes.training.target_stats import estimate_global_target_norm
+from bestrq2_lobes.training.target_stats import (
+    estimate_global_target_norm,
+    estimate_input_norm,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,44 @@ def checked_manifest(hparams, csv, data_root, min_seconds):
     os.makedirs(folder, exist_ok=True)
     run_on_main(check_manifest_audio, kwargs=kwargs)
     return check_manifest_audio(**{**kwargs, "progress": False})
+
+
+def prepare_input_norm(hparams, train_csv, data_root, min_seconds):
+    """``input_norm: global | band``: the encoder's input statistics, before step 1.
+
+    Estimated from the first ``input_norm_clips`` training clips (manifest order,
+    crops from the start) on the main process and broadcast; a run with a
+    checkpoint to resume from reads them back from its ``encoder_config.json``.
+    """
+    mode = hparams.get("input_norm", "none")
+    if mode == "none":
+        return
+    frontend = hparams["model"].frontend
+    saved = os.path.join(hparams["save_folder"], PRETRAIN_CONFIG)
+    if hparams["checkpointer"].find_checkpoint() is not None and os.path.isfile(saved):
+        config = read_config_file(saved)["frontend"]
+        frontend.set_normalization(config["norm_mean"], config["norm_std"])
+        if if_main_process():
+            logger.info("input_norm %s: statistics read back from %s", mode, saved)
+        return
+    frames = estimate_input_norm(
+        hparams["model"],
+        mode,
+        train_csv,
+        data_root,
+        hparams["input_norm_clips"],
+        hparams["crop_seconds"],
+        hparams["sample_rate"],
+        min_seconds,
+    )
+    if if_main_process():
+        logger.info(
+            "input_norm %s: statistics estimated on %d frames of the first %d "
+            "training clips",
+            mode,
+            frames,
+            hparams["input_norm_clips"],
+        )
 
 
 def prepare_target_norm(hparams, train_csv, data_root, min_seconds):

@@ -245,6 +245,14 @@ def start_pretraining(argv):
         logger.warning(changed_run)
     if workers_note and if_main_process():
         logger.info(workers_note)
+    return hparams, run_opts, fingerprint
+
+
+def write_encoder_config(hparams) -> None:
+    """Writes ``save/encoder_config.json``, what ``export`` builds the encoder from.
+
+    Called once the front end's input statistics are known (``input_norm``).
+    """
     if if_main_process():
         write_config(
             os.path.join(hparams["save_folder"], PRETRAIN_CONFIG),
@@ -255,4 +263,3 @@ def start_pretraining(argv):
                 {"model": type(hparams["model"]).__name__},
             ),
         )
-    return hparams, run_opts, fingerprint

@@ -48,8 +48,13 @@ import time
 
 import speechbrain as sb
 import torch
-from pretrain_data import dataio_prepare, prepare_data, prepare_target_norm
-from pretrain_setup import start_pretraining
+from pretrain_data import (
+    dataio_prepare,
+    prepare_data,
+    prepare_input_norm,
+    prepare_target_norm,
+)
+from pretrain_setup import start_pretraining, write_encoder_config
 from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process
 
@@ -346,6 +351,8 @@ def main(argv):
     )
     if if_main_process():  # the data is usable: this folder is now this run's
         write_fingerprint(hparams["output_folder"], fingerprint)
+    prepare_input_norm(hparams, train_csv, data_root, min_seconds)
+    write_encoder_config(hparams)
     prepare_target_norm(hparams, train_csv, data_root, min_seconds)
 
     brain = PretrainBrain(

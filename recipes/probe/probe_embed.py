@@ -13,6 +13,7 @@ Authors
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class EncoderEmbedder:
-    """Mean of a frozen encoder's last-layer frames over the clip's valid frames.
+    """Mean of a frozen encoder's frames over the clip's valid frames.
 
     Arguments
     ---------
@@ -41,6 +42,9 @@ class EncoderEmbedder:
         The frozen lobe (``output_all_hiddens=False``).
     name : str
         What it is (``encoder`` or ``random``), for the reports.
+    all_layers : bool
+        Embed every hidden state (``ssl.num_layers`` of them, the last being
+        the last-layer output), giving (batch, layers, D); False: the last only.
 
     Example
     -------
@@ -55,14 +59,20 @@ class EncoderEmbedder:
     >>> torch.allclose(out[1], emb(wav[1:, :12000], torch.tensor([12000]))[0],
     ...                atol=1e-5)
     True
+    >>> every = EncoderEmbedder(emb.ssl, "random", all_layers=True)
+    >>> layers = every(wav, torch.tensor([32000, 12000]))
+    >>> layers.shape, torch.allclose(layers[:, -1], out, atol=1e-5)
+    (torch.Size([2, 2, 32]), True)
     """
 
-    def __init__(self, ssl, name: str = "encoder"):
+    def __init__(self, ssl, name: str = "encoder", all_layers: bool = False):
         if ssl.output_all_hiddens:
             raise ValueError("the probe needs ssl with output_all_hiddens=False")
         self.ssl = ssl
         self.name = name
+        self.all_layers = all_layers
         self.dim = ssl.output_dim
+        self.shape = (ssl.num_layers, self.dim) if all_layers else (self.dim,)
         self.sample_rate = ssl.sample_rate
         # one whole frame, and enough for the front end's reflect padding
         self.min_samples = max(ssl.samples_per_frame, ssl.frontend.min_samples)
@@ -77,18 +87,33 @@ class EncoderEmbedder:
         """Hash of the lobe's config and weights (computed once)."""
         if self._fingerprint is None:
             config = {"kind": self.name, "config": self.ssl.config}
+            if self.all_layers:
+                config["layers"] = "all"
             self._fingerprint = _hash_module(self.ssl, config)
         return self._fingerprint
 
     def __call__(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, D) embeddings of (batch, samples) waveforms of given lengths."""
-        feats = self.ssl(wavs, lengths.float() / wavs.shape[1])
-        frames = self.ssl.num_output_frames(lengths.cpu()).to(feats.device)
-        return masked_mean(feats.float(), frames)
+        """(batch, D), or (batch, layers, D), embeddings of (batch, samples) audio."""
+        rel_lens = lengths.float() / wavs.shape[1]
+        frames = self.ssl.num_output_frames(lengths.cpu())
+        if not self.all_layers:
+            feats = self.ssl(wavs, rel_lens)
+            return masked_mean(feats.float(), frames.to(feats.device))
+        self.ssl.output_all_hiddens = True
+        try:
+            hiddens = self.ssl(wavs, rel_lens)
+        finally:
+            self.ssl.output_all_hiddens = False
+        frames = frames.to(hiddens.device)
+        return torch.stack([masked_mean(h.float(), frames) for h in hiddens], dim=1)
 
 
 class LogMelEmbedder:
     """Mean and standard deviation over time of each log-mel band (no model).
+
+    The statistics are of the raw dB log-mel: input statistics of the front end
+    (``norm_mean``/``norm_std``, an encoder's ``input_norm``) are left out, so
+    the baseline is the same for every encoder of one front end.
 
     Arguments
     ---------
@@ -99,15 +124,22 @@ class LogMelEmbedder:
     -------
     >>> from bestrq2_lobes.model.frontend import LogMel
     >>> emb = LogMelEmbedder(LogMel(n_mels=32))
-    >>> emb(torch.randn(2, 16000), torch.tensor([16000, 8000])).shape
+    >>> wav, lengths = torch.randn(2, 16000), torch.tensor([16000, 8000])
+    >>> emb(wav, lengths).shape
     torch.Size([2, 64])
+    >>> normed = LogMelEmbedder(LogMel(n_mels=32, norm_mean=-50.0, norm_std=9.0))
+    >>> torch.equal(normed(wav, lengths), emb(wav, lengths))
+    True
     """
 
     name = "logmel"
 
     def __init__(self, frontend):
+        frontend = copy.deepcopy(frontend)
+        frontend.set_normalization(None, None)
         self.frontend = frontend
         self.dim = 2 * frontend.config["n_mels"]
+        self.shape = (self.dim,)
         self.sample_rate = frontend.sample_rate
         self.min_samples = frontend.min_samples  # for the reflect padding
 
@@ -267,8 +299,7 @@ def embed_clips(
                 out = embedder(wavs.to(device), lengths)
             chunks.append(out.float().cpu())
             ids.extend(batch.id)
-    dim = embedder.dim
-    return ids, torch.cat(chunks) if chunks else torch.zeros(0, dim)
+    return ids, torch.cat(chunks) if chunks else torch.zeros(0, *embedder.shape)
 
 
 def padded_to_minimum(wavs: torch.Tensor, rel_lens: torch.Tensor, min_samples: int):

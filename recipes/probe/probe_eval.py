@@ -287,3 +287,66 @@ def weighted_mean(values: list[float], weights: list[float]) -> float:
     """
     values, weights = np.asarray(values, float), np.asarray(weights, float)
     return float((values * weights).sum() / weights.sum())
+
+
+def probe_every_layer(
+    embeddings: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    num_classes: int,
+    multilabel: bool,
+    metric: str,
+    opts: dict,
+) -> dict:
+    """A linear probe on each layer's embeddings; test and valid score of each.
+
+    The best layer is the one with the best *valid* score (None without a
+    valid split): the test split chooses nothing.
+
+    Arguments
+    ---------
+    embeddings : dict
+        ``{split: (clips, layers, D)}`` for ``train``, ``test`` and maybe ``valid``.
+    targets : dict
+        ``{split: targets}``.
+    num_classes, multilabel, metric, opts
+        As for :func:`train_linear_probe`.
+
+    Returns
+    -------
+    dict
+        ``layers_linear`` and ``layers_valid`` (one score per layer),
+        ``best_layer`` and ``best_layer_linear`` (its test score).
+
+    Example
+    -------
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(64, 2, 4, generator=gen)
+    >>> y = (x[:, 1, 0] > x[:, 1, 1]).long()  # only layer 1 knows the class
+    >>> opts = dict(epochs=30, lr=0.1, weight_decay=0.0, batch_size=64,
+    ...             patience=0, seed=0, device="cpu")
+    >>> out = probe_every_layer({"train": x, "valid": x, "test": x},
+    ...     {"train": y, "valid": y, "test": y}, 2, False, "accuracy", opts)
+    >>> out["best_layer"], out["layers_linear"][1] > out["layers_linear"][0]
+    (1, True)
+    """
+    test, valid = [], []
+    for layer in range(embeddings["train"].shape[1]):
+        train_split = (embeddings["train"][:, layer], targets["train"])
+        valid_split = None
+        if "valid" in embeddings:
+            valid_split = (embeddings["valid"][:, layer], targets["valid"])
+        probe, info = train_linear_probe(
+            train_split, valid_split, num_classes, multilabel, metric, opts
+        )
+        x = embeddings["test"][:, layer]
+        test.append(task_score(metric, predict(probe, x), targets["test"]))
+        valid.append(info["valid_score"])
+    best = None
+    if "valid" in embeddings:
+        best = max(range(len(valid)), key=lambda i: (valid[i], i))
+    return {
+        "layers_linear": test,
+        "layers_valid": valid,
+        "best_layer": best,
+        "best_layer_linear": None if best is None else test[best],
+    }

@@ -46,6 +46,7 @@ from probe_eval import (
     knn_scores,
     label_classes,
     predict,
+    probe_every_layer,
     task_score,
     train_linear_probe,
 )
@@ -64,6 +65,7 @@ from bestrq2_lobes.training.run import parse_arguments
 logger = logging.getLogger(__name__)
 
 BASELINES = (None, "random", "logmel")
+PROBE_LAYERS = ("last", "all")
 USER_ERRORS = (TaskError, ManifestError, EncoderDirError)
 
 
@@ -77,6 +79,10 @@ def build_embedder(hparams):
     baseline, encoder_dir = hparams["baseline"], hparams["encoder_dir"]
     if baseline not in BASELINES:
         raise TaskError(f"--baseline must be random or logmel, not {baseline!r}")
+    layers = hparams.get("probe_layers", "last")
+    if layers not in PROBE_LAYERS:
+        raise TaskError(f"--probe_layers must be last or all, not {layers!r}")
+    all_layers = layers == "all"
     ssl = hparams["ssl"]
     if baseline == "logmel":
         frontend = ssl.frontend
@@ -92,12 +98,13 @@ def build_embedder(hparams):
         )
     if encoder_dir is None:
         label = f"random encoder (width {ssl.output_dim}, depth {ssl.depth})"
-        return EncoderEmbedder(ssl, "random"), describe_encoder(None, ssl), label
+        embedder = EncoderEmbedder(ssl, "random", all_layers)
+        return embedder, describe_encoder(None, ssl), label
     if baseline == "random":
         torch.manual_seed(hparams["seed"])
         ssl = BestRQ2Encoder(None, freeze=True, config=read_config(encoder_dir))
         return (
-            EncoderEmbedder(ssl, "random"),
+            EncoderEmbedder(ssl, "random", all_layers),
             (
                 f"Baseline random: the architecture of {encoder_dir} with RANDOM "
                 f"weights (seed {hparams['seed']}; width {ssl.output_dim}, depth "
@@ -106,7 +113,8 @@ def build_embedder(hparams):
             f"random weights, architecture of {os.path.basename(encoder_dir)}",
         )
     label = f"encoder {os.path.basename(os.path.normpath(encoder_dir))}"
-    return EncoderEmbedder(ssl, "encoder"), describe_encoder(encoder_dir, ssl), label
+    embedder = EncoderEmbedder(ssl, "encoder", all_layers)
+    return embedder, describe_encoder(encoder_dir, ssl), label
 
 
 def suite_tasks(hparams):
@@ -182,8 +190,15 @@ def evaluate_task(task, paths, hparams, probe_opts):
                 sorted(unknown)[0],
                 "are left out" if task.multilabel else "count as misses",
             )
-    train = (data["train"][0], targets["train"])
-    valid = (data["valid"][0], targets["valid"]) if "valid" in data else None
+    embeddings = {split: x for split, (x, _) in data.items()}
+    layers = None
+    if embeddings["train"].dim() == 3:  # --probe_layers all: (clips, layers, D)
+        layers = probe_every_layer(
+            embeddings, targets, len(classes), task.multilabel, task.metric, probe_opts
+        )
+        embeddings = {split: x[:, -1] for split, x in embeddings.items()}
+    train = (embeddings["train"], targets["train"])
+    valid = (embeddings["valid"], targets["valid"]) if "valid" in data else None
 
     def log_epoch(epoch, train_stats, valid_stats):
         hparams["train_logger"].log_stats(
@@ -195,7 +210,7 @@ def evaluate_task(task, paths, hparams, probe_opts):
     probe, info = train_linear_probe(
         train, valid, len(classes), task.multilabel, task.metric, probe_opts, log_epoch
     )
-    test_x, test_y = data["test"][0], targets["test"]
+    test_x, test_y = embeddings["test"], targets["test"]
     knn = knn_scores(
         train[0], train[1], test_x, hparams["knn_k"], len(classes), task.multilabel
     )
@@ -213,8 +228,10 @@ def evaluate_task(task, paths, hparams, probe_opts):
         "num_classes": len(classes),
         "sizes": {s: len(d[1]) for s, d in data.items()},
         "epoch": info["epoch"],
+        "valid_linear": None if valid is None else info["valid_score"],
         "linear": task_score(task.metric, predict(probe, test_x), test_y),
         "knn": task_score(task.metric, knn, test_y),
+        **(layers or {}),
     }
 
 
