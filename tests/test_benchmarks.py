@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bestrq2_lobes.model.targets import TARGET_NORMS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -86,12 +88,8 @@ def test_target_perplexity_quick_reports_every_mode():
         pytest.skip("../shared/data not present")
     record = run_json("target_perplexity.py", precision=None)
     assert record["codebook_size"] == 8192 and record["quantizer_seed"] == 42
-    assert [m["target_norm"] for m in record["modes"]] == [
-        "none",
-        "patch",
-        "utterance",
-        "global",
-    ]
+    assert [m["target_norm"] for m in record["modes"]] == list(TARGET_NORMS)
+    assert record["input_norm"] == "none"
     for mode in record["modes"]:
         for key in ("asterisk_prompts", "gm_mixtures", "office_sed", "all"):
             assert positive(mode[key]["perplexity"]), (mode["target_norm"], key)
