@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import shutil
 
 from speechbrain.utils.checkpoints import (
@@ -62,10 +63,12 @@ class AtomicCheckpointer(Checkpointer):
     """
 
     def __init__(self, checkpoints_dir, *args, **kwargs):
-        created = _first_missing(checkpoints_dir)
-        super().__init__(checkpoints_dir, *args, **kwargs)  # makes the folder
-        if created is not None and if_main_process():
-            _remove_empty(self.checkpoints_dir, created)
+        # SpeechBrain's constructor makes the folder. Build on one that exists
+        # and point at the real one after, so nothing is written before the
+        # first save (creating it, then removing it again, raced with the other
+        # DDP ranks' constructors)
+        super().__init__(os.curdir, *args, **kwargs)
+        self.checkpoints_dir = pathlib.Path(checkpoints_dir)
 
     def list_checkpoints(self):
         """The checkpoints on disk; none before the first save."""
@@ -131,27 +134,6 @@ class AtomicCheckpointer(Checkpointer):
             if path.name.startswith(TMP_PREFIX + CKPT_PREFIX):
                 logger.warning("Removing an incomplete checkpoint: %s", path)
                 shutil.rmtree(path, ignore_errors=True)
-
-
-def _first_missing(path) -> str | None:
-    """The outermost folder of ``path`` that does not exist yet (None: all do)."""
-    path, missing = os.path.abspath(os.fspath(path)), None
-    while not os.path.exists(path):
-        missing, path = path, os.path.dirname(path)
-    return missing
-
-
-def _remove_empty(folder, up_to) -> None:
-    """Removes ``folder`` and its parents up to ``up_to``, while they are empty."""
-    folder, up_to = os.path.abspath(os.fspath(folder)), os.path.abspath(up_to)
-    while True:
-        try:
-            os.rmdir(folder)
-        except OSError:  # not empty (another process wrote there) or gone
-            return
-        if folder == up_to:
-            return
-        folder = os.path.dirname(folder)
 
 
 def _fsync_tree(folder) -> None:
