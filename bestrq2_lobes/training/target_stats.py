@@ -101,23 +101,29 @@ def estimate_global_target_norm(
     int
         The number of frames the statistics were taken on.
     """
-    stats = None
-    if if_main_process():
-        norm = model.target_norm
-        clips = first_clips(
-            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
-        )
-        training = model.frontend.training
-        model.frontend.eval()
-        try:
-            stats = estimate_band_statistics(
-                clips, model.frontend, model.encoder.grid, norm.eps
-            )
-        finally:
-            model.frontend.train(training)
-    mean, std, frames = ddp_broadcast(stats, src=0)
+    mean, std, frames = _main_process_statistics(
+        model,
+        first_clips(manifest, data_root, max_clips, seconds, sample_rate, min_seconds),
+        model.target_norm.eps,
+    )
     model.target_norm.set_statistics(mean, std, frames)
     return frames
+
+
+def _main_process_statistics(model, clips, eps: float = 1e-5):
+    """Per-band (mean, std, frames) of ``clips`` through the model's front end
+    in eval mode, computed on the main process and broadcast to every rank
+    (``clips`` is a lazy iterator: only the main process reads the audio)."""
+    stats = None
+    if if_main_process():
+        frontend = model.frontend
+        training = frontend.training
+        frontend.eval()
+        try:
+            stats = estimate_band_statistics(clips, frontend, model.encoder.grid, eps)
+        finally:
+            frontend.train(training)
+    return ddp_broadcast(stats, src=0)
 
 
 def estimate_input_norm(
@@ -175,18 +181,10 @@ def estimate_input_norm(
             f"input_norm {mode} estimates the input statistics: leave the front "
             "end's norm_mean and norm_std unset"
         )
-    stats = None
-    if if_main_process():
-        clips = first_clips(
-            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
-        )
-        training = frontend.training
-        frontend.eval()
-        try:
-            stats = estimate_band_statistics(clips, frontend, model.encoder.grid)
-        finally:
-            frontend.train(training)
-    mean, std, frames = ddp_broadcast(stats, src=0)
+    mean, std, frames = _main_process_statistics(
+        model,
+        first_clips(manifest, data_root, max_clips, seconds, sample_rate, min_seconds),
+    )
     if mode == "global":
         mean, std = band_to_global(mean, std)
     frontend.set_normalization(mean, std)

@@ -296,6 +296,7 @@ def probe_every_layer(
     multilabel: bool,
     metric: str,
     opts: dict,
+    last: tuple[float, float] | None = None,
 ) -> dict:
     """A linear probe on each layer's embeddings; test and valid score of each.
 
@@ -310,6 +311,9 @@ def probe_every_layer(
         ``{split: targets}``.
     num_classes, multilabel, metric, opts
         As for :func:`train_linear_probe`.
+    last : (float, float), optional
+        The (test, valid) scores of the last layer when its probe was already
+        trained with these options (the headline); it is not trained again.
 
     Returns
     -------
@@ -330,7 +334,8 @@ def probe_every_layer(
     (1, True)
     """
     test, valid = [], []
-    for layer in range(embeddings["train"].shape[1]):
+    num_layers = embeddings["train"].shape[1]
+    for layer in range(num_layers if last is None else num_layers - 1):
         train_split = (embeddings["train"][:, layer], targets["train"])
         valid_split = None
         if "valid" in embeddings:
@@ -341,6 +346,9 @@ def probe_every_layer(
         x = embeddings["test"][:, layer]
         test.append(task_score(metric, predict(probe, x), targets["test"]))
         valid.append(info["valid_score"])
+    if last is not None:
+        test.append(last[0])
+        valid.append(last[1])
     best = None
     if "valid" in embeddings:
         best = max(range(len(valid)), key=lambda i: (valid[i], i))

@@ -191,12 +191,10 @@ def evaluate_task(task, paths, hparams, probe_opts):
                 "are left out" if task.multilabel else "count as misses",
             )
     embeddings = {split: x for split, (x, _) in data.items()}
-    layers = None
+    every_layer = None
     if embeddings["train"].dim() == 3:  # --probe_layers all: (clips, layers, D)
-        layers = probe_every_layer(
-            embeddings, targets, len(classes), task.multilabel, task.metric, probe_opts
-        )
-        embeddings = {split: x[:, -1] for split, x in embeddings.items()}
+        every_layer = embeddings
+        embeddings = {split: x[:, -1] for split, x in every_layer.items()}
     train = (embeddings["train"], targets["train"])
     valid = (embeddings["valid"], targets["valid"]) if "valid" in data else None
 
@@ -211,6 +209,18 @@ def evaluate_task(task, paths, hparams, probe_opts):
         train, valid, len(classes), task.multilabel, task.metric, probe_opts, log_epoch
     )
     test_x, test_y = embeddings["test"], targets["test"]
+    linear = task_score(task.metric, predict(probe, test_x), test_y)
+    layers = None
+    if every_layer is not None:  # the headline probe is the last layer's
+        layers = probe_every_layer(
+            every_layer,
+            targets,
+            len(classes),
+            task.multilabel,
+            task.metric,
+            probe_opts,
+            last=(linear, info["valid_score"]),
+        )
     knn = knn_scores(
         train[0], train[1], test_x, hparams["knn_k"], len(classes), task.multilabel
     )
@@ -229,7 +239,7 @@ def evaluate_task(task, paths, hparams, probe_opts):
         "sizes": {s: len(d[1]) for s, d in data.items()},
         "epoch": info["epoch"],
         "valid_linear": None if valid is None else info["valid_score"],
-        "linear": task_score(task.metric, predict(probe, test_x), test_y),
+        "linear": linear,
         "knn": task_score(task.metric, knn, test_y),
         **(layers or {}),
     }
