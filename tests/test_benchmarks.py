@@ -110,3 +110,19 @@ def test_target_perplexity_without_shared_data_skips_cleanly(tmp_path):
     )
     assert proc.returncode == 0
     assert "shared data not found" in proc.stdout
+
+
+def test_bench_loader_quick_reports_every_source_and_the_step():
+    record = run_json("bench_loader.py")
+    sources = {(r["source"], r["workers"]) for r in record["loaders"]}
+    names = {"csv_wav16k", "csv_flac16k", "csv_wav44k", "shards_pcm", "shards_flac"}
+    assert sources == {(name, w) for name in names for w in (0, 2)}
+    assert all(positive(r["clips_per_s"]) for r in record["loaders"])
+    assert positive(record["pcm_shards_one_process_clips_per_s"])
+    for fmt in ("pcm", "flac"):
+        assert positive(record["writing"][fmt]["seconds_per_hour_of_audio"])
+    step = record["step"]
+    assert positive(step["synthetic_step_s"]) and positive(step["shard_step_s"])
+    assert step["shard_over_synthetic"] == pytest.approx(
+        step["shard_step_s"] / step["synthetic_step_s"]
+    )

@@ -49,7 +49,7 @@ def test_speech_variant_is_the_base_with_its_keys_changed():
     assert base["n_mels"] == 128 and base["lr"] == hp["lr"]
 
 
-def test_normalized_variant_changes_only_the_targets():
+def test_normalized_variant_changes_only_the_targets_and_the_readout():
     path, hp = _load([str(HPARAMS / "bestrq2_vit_normalized.yaml"), *TINY])
     assert Path(path).name == "bestrq2_vit.yaml"
     assert hp["experiment_name"] == "bestrq2_vit_normalized"
@@ -58,6 +58,7 @@ def test_normalized_variant_changes_only_the_targets():
     _, base = _load([str(HPARAMS / "bestrq2_vit.yaml"), *TINY])
     assert base["target_norm"] == "none"  # the paper stays the default
     assert hp["frontend"].config == base["frontend"].config
+    assert (hp["frame_readout"], base["frame_readout"]) == ("concat", "mean")
 
 
 def test_command_line_overrides_win_over_the_variant():

@@ -347,10 +347,12 @@ def test_exported_encoder_dir(tiny_suite, tmp_path):
         f"--tasks={tiny_suite / 'tasks.yaml'}",
         f"--encoder_dir={enc_dir}",
         f"--output_folder={out}",
+        "--frame_readout=concat",
         "--debug",
         *RUN,
     )
     assert own_lines(proc)[0].startswith(f"Encoder: {enc_dir} (width 32, depth 1")
+    assert "64 features per frame (concat read-out)" in own_lines(proc)[0]
     check_outputs(out)
 
 
@@ -423,6 +425,10 @@ def test_random_baseline_takes_encoder_dir_architecture(tmp_path):
     assert embedder.dim == 16 and embedder.ssl.depth == 2
     weights = embedder.ssl.encoder.patch_embed.proj.weight
     assert not torch.equal(weights, encoder.patch_embed.proj.weight)
+    wide, description, _ = probe_train.build_embedder(
+        {**hparams, "frame_readout": "concat"}
+    )
+    assert wide.dim == 2 * 16 and "concat read-out" in description
     with pytest.raises(probe_tasks.TaskError, match="--baseline must be"):
         probe_train.build_embedder({**hparams, "baseline": "mfcc"})
 

@@ -43,19 +43,22 @@ def fake_summary(scores):
     return replicate_small.summarise(runs)
 
 
-def test_claims_compare_linear_overall_means():
+def test_claims_compare_linear_overall_means_and_every_seed():
     summary = fake_summary(
         {
             "bestrq2": [0.6, 0.5],
             "onestage": [0.5, 0.5],
-            "random": [0.55],
-            "logmel": [0.7],
+            "random": [0.55, 0.45],
+            "logmel": [0.52],
         }
     )
     assert replicate_small.claims(summary) == [
         ("BEST-RQ-2 > one-stage", True),
         ("both > random-weights encoder", False),
         ("both > log-mel statistics", False),
+        ("BEST-RQ-2 > log-mel statistics in every seed", False),  # 0.5 < 0.52
+        ("BEST-RQ-2 > one-stage in every seed", False),  # a tie in seed 2
+        ("BEST-RQ-2 > random weights in every seed", True),  # seed by seed
     ]
 
 
@@ -100,6 +103,7 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
     out = tmp_path / "rep"
     paper = REPO / "docs" / "small_scale_replication_results.json"
     normalised = ["--target_norm", "patch", "--input_norm", "band"]
+    normalised += ["--frame_readout", "concat"]
     proc = run_script(
         "--quick", "--output_folder", out, *normalised, "--paper_default", paper
     )
@@ -109,7 +113,7 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
         assert 0.0 <= results[key] <= 1.0
         assert results[key] == results["summary"][key]["overall_linear"]["mean"]
     assert results["seeds"] == [1]
-    assert len(results["claims"]) == 3
+    assert len(results["claims"]) == 6
     report = (out / "report.md").read_text()
     assert "| overall linear |" in report
     assert "Overall linear score of a probe on each hidden state" in report
@@ -123,7 +127,11 @@ def test_quick_run_end_to_end_and_resume(tmp_path):
     assert "hparams/bestrq_vit_onestage.yaml" in commands[2]
     for pretraining in (commands[0], commands[2]):  # the same targets for both
         assert "--target_norm patch --input_norm band" in pretraining
-    assert "--probe_layers all" in commands[4] and "logmel" in commands[-1]
+    for probe in commands[4:7]:  # both encoders and the random weights
+        assert "--probe_layers all --frame_readout concat" in probe
+    assert "logmel" in commands[-1] and "frame_readout" not in commands[-1]
+    exported = json.loads((out / "encoders/bestrq2_seed1/config.json").read_text())
+    assert exported["frame_readout"] == "concat"
     # Rerun: every stage's output exists, so nothing runs again.
     again = run_script("--quick", "--output_folder", out, *normalised)
     assert again.returncode == 0, again.stderr[-3000:]

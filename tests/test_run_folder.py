@@ -191,6 +191,7 @@ def test_an_old_demo_folder_is_not_continued(base, tmp_path, pretrain_args):
         ["--data_folder=/nonexistent"],
         ["--train_csv=/nonexistent/train.csv"],
         ["--valid_fraction=1.5"],
+        ["--frame_readout=max"],
     ],
 )
 def test_a_rejected_run_leaves_the_previous_record_intact(

@@ -82,6 +82,24 @@ def test_export_round_trip_same_outputs(tmp_path):
     torch.testing.assert_close(lobe(wav, lens), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_export_sets_the_readout_without_touching_the_weights(tmp_path):
+    frontend = LogMel(n_mels=64)
+    encoder = ViTEncoder(n_mels=64, embed_dim=32, depth=1, num_heads=4)
+    run = fake_pretraining_output(tmp_path / "run", encoder, frontend)
+    plain = BestRQ2Encoder(export(run, tmp_path / "mean"))
+    wide_dir = export(run, tmp_path / "concat", frame_readout="concat")
+    wide = BestRQ2Encoder(wide_dir)
+    assert (plain.frame_readout, wide.frame_readout) == ("mean", "concat")
+    assert (
+        "| frame read-out | concat (128 features per frame) |"
+        in (wide_dir / "README.md").read_text()
+    )
+    for key, value in plain.encoder.state_dict().items():
+        assert torch.equal(value, wide.encoder.state_dict()[key]), key
+    with pytest.raises(EncoderDirError, match="--frame_readout: frame_readout must"):
+        export(run, tmp_path / "bad", frame_readout="max")
+
+
 def test_export_cli_one_line_error(tmp_path):
     proc = subprocess.run(
         [
@@ -286,6 +304,7 @@ def test_recipe_checkpoint_exports_and_loads(tmp_path):
         "--num_workers=0",
         "--total_steps=2",
         "--device=cpu",
+        "--frame_readout=concat",
         "--noprogressbar",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -294,7 +313,9 @@ def test_recipe_checkpoint_exports_and_loads(tmp_path):
     enc_dir = export(out, tmp_path / "enc")
     config = json.loads((enc_dir / "config.json").read_text())
     assert config["info"]["model"] == "OneStageBestRQ"
+    assert config["frame_readout"] == "concat"  # --frame_readout of the run
     lobe = BestRQ2Encoder(enc_dir)
+    assert lobe.output_dim == 32 * 2  # 32 mels: two rows of 16
     state = torch.load(find_checkpoint(out) / "encoder.ckpt", weights_only=True)
     for key, value in lobe.encoder.state_dict().items():
         assert torch.equal(value, state[key]), key

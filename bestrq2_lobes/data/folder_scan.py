@@ -60,6 +60,26 @@ def list_audio(
     return sorted(found)
 
 
+def clip_id(rel: str, seen: set[str]) -> str:
+    """The ID of a file in a folder scan: its relative path, ``/`` as ``__``.
+
+    ``seen`` holds the IDs given so far (this one is added); a second file of
+    the same stem gets its extension appended.
+
+    Example
+    -------
+    >>> seen = set()
+    >>> clip_id("a/x.wav", seen), clip_id("a/x.flac", seen)
+    ('a__x', 'a__x_flac')
+    """
+    stem, ext = os.path.splitext(rel)
+    uid = stem.replace("/", "__")
+    if uid in seen:  # e.g. x.wav next to x.flac
+        uid = f"{uid}_{ext.lstrip('.').lower()}"
+    seen.add(uid)
+    return uid
+
+
 def scan_audio_folder(
     folder: str | os.PathLike,
     min_seconds: float,
@@ -124,11 +144,7 @@ def scan_audio_folder(
         except AudioError as err:
             skipped.append({"file": path, "reason": str(err)})
             continue
-        stem, ext = os.path.splitext(rel)
-        uid = stem.replace("/", "__")
-        if uid in seen:  # e.g. x.wav next to x.flac
-            uid = f"{uid}_{ext.lstrip('.').lower()}"
-        seen.add(uid)
+        uid = clip_id(rel, seen)
         duration = round(info.duration, 3)
         rows.append({"ID": uid, "duration": duration, "wav": f"{DATA_ROOT}/{rel}"})
     if skipped_csv is not None:

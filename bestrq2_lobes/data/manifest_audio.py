@@ -2,7 +2,9 @@
 
 ``check_manifest_audio`` decodes every clip of a manifest once, before step 1
 (cached while the CSV is unchanged), and writes the usable rows and, with the
-reason, the skipped ones: a broken clip never stops a run later.
+reason, the skipped ones: a broken clip never stops a run later. The clips are
+checked in parallel worker processes (``jobs``, default: the CPUs available),
+with a progress bar on a terminal.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -13,8 +15,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 from tqdm import tqdm
 
@@ -28,6 +32,17 @@ from bestrq2_lobes.data.manifest import (
 
 logger = logging.getLogger(__name__)
 
+_CHUNK = 16  # clips per task sent to a worker process
+
+
+def _reason(path: str, min_seconds: float) -> str | None:
+    """Why a clip is unusable, or None (one clip's check, in a worker)."""
+    try:
+        check_audio(path, min_seconds=min_seconds)
+    except AudioError as err:
+        return str(err)
+    return None
+
 
 def check_manifest_audio(
     csv_path: str | os.PathLike,
@@ -36,6 +51,7 @@ def check_manifest_audio(
     min_seconds: float,
     data_root: str | None = None,
     progress: bool = True,
+    jobs: int | None = None,
 ) -> str:
     """Decodes every clip of a manifest once; writes the usable rows and the rest.
 
@@ -58,6 +74,9 @@ def check_manifest_audio(
         Replacement for ``$data_root``.
     progress : bool
         Show a progress bar.
+    jobs : int | None
+        Worker processes checking clips (None: the CPUs available to this
+        process; 1: in this process).
 
     Returns
     -------
@@ -96,17 +115,33 @@ def check_manifest_audio(
         reader = csv.DictReader(f)
         fields, raw = list(reader.fieldnames or []), list(reader)
     good, skipped = [], []
+    paths = [row["wav"] for row in checked]
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    jobs = max(1, min(jobs, len(paths) // _CHUNK))
+    pool = None
+    if jobs > 1:
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(jobs, mp_context=context)
+        reasons = pool.map(_reason, paths, [min_seconds] * len(paths), chunksize=_CHUNK)
+    else:
+        reasons = map(_reason, paths, [min_seconds] * len(paths))
     bar = tqdm(
-        list(zip(raw, checked, strict=True)),
+        zip(raw, paths, reasons, strict=True),
+        total=len(paths),
         desc=f"checking {os.path.basename(csv_path)}",
+        unit="clip",
         disable=not progress or not sys.stderr.isatty(),
     )
-    for original, row in bar:
-        try:
-            check_audio(row["wav"], min_seconds=min_seconds)
-            good.append(original)
-        except AudioError as err:
-            skipped.append({"file": row["wav"], "reason": str(err)})
+    try:
+        for original, path, reason in bar:
+            if reason is None:
+                good.append(original)
+            else:
+                skipped.append({"file": path, "reason": reason})
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     write_csv(skipped, skipped_csv, SKIPPED_FIELDS)
     if not good:
         raise ManifestError(

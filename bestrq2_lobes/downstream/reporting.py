@@ -23,7 +23,10 @@ def describe_encoder(encoder_dir: str | None, ssl) -> str:
     >>> describe_encoder(None, ssl)[:60]
     'No --encoder_dir given: using a RANDOMLY INITIALISED encoder'
     """
-    shape = f"width {ssl.output_dim}, depth {ssl.depth}, frame hop {ssl.hop_ms:g} ms"
+    shape = (
+        f"width {ssl.encoder.embed_dim}, depth {ssl.depth}, frame hop {ssl.hop_ms:g} "
+        f"ms, {ssl.output_dim} features per frame ({ssl.frame_readout} read-out)"
+    )
     if encoder_dir:
         return f"Encoder: {encoder_dir} ({shape}, frozen={ssl.freeze})"
     return (

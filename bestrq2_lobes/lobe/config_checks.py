@@ -27,7 +27,7 @@ import math
 
 import torch
 
-from bestrq2_lobes.model.encoder import ViTEncoder
+from bestrq2_lobes.model.encoder import FRAME_READOUTS, ViTEncoder
 from bestrq2_lobes.model.frontend import LogMel
 
 # (integer?, lowest, highest, lowest excluded?) of each size, or (bool,) for a
@@ -88,6 +88,10 @@ def check_config(config: dict) -> None:
     Traceback (most recent call last):
     ...
     ValueError: frontend.norm_std must be one number or 16 (one per mel band), ...
+    >>> check_config({**encoder_config(), "frame_readout": "max"})
+    Traceback (most recent call last):
+    ...
+    ValueError: frame_readout must be one of ['mean', 'concat'], got 'max'
     """
     if not isinstance(config, dict):
         raise ValueError(f"expected the config as a dict, got {type(config).__name__}")
@@ -110,6 +114,11 @@ def check_config(config: dict) -> None:
                 _check_number(f"{part}.{key}", value, *BOUNDS[part][key])
     crop = config.get("crop_seconds")
     _check_number("crop_seconds", crop, False, 0.0, MAX_CROP_SECONDS, True)
+    readout = config.get("frame_readout", "mean")  # absent in older directories
+    if readout not in FRAME_READOUTS:
+        raise ValueError(
+            f"frame_readout must be one of {list(FRAME_READOUTS)}, got {readout!r}"
+        )
     _check_relations(config)
 
 

@@ -93,12 +93,15 @@ def encoder_config(preset: str = "paper", **sizes) -> dict:
         (80 mels, 10 ms hop, full-band 80x4 patches, 40 ms frames).
     **sizes
         Keys of the front end or encoder config to change (``n_mels`` changes
-        both, and the patch height too when patches are full-band).
+        both, and the patch height too when patches are full-band), or
+        ``crop_seconds``, or ``frame_readout`` (how the lobe turns a patch
+        column into a frame: ``"mean"``, the default, or ``"concat"``).
 
     Returns
     -------
     dict
-        ``{"frontend": ..., "encoder": ..., "crop_seconds": ...}``
+        ``{"frontend": ..., "encoder": ..., "crop_seconds": ...}``, and
+        ``frame_readout`` when it was given.
 
     Example
     -------
@@ -118,6 +121,9 @@ def encoder_config(preset: str = "paper", **sizes) -> dict:
             continue
         if key == "crop_seconds":
             config["crop_seconds"] = float(value)
+            continue
+        if key == "frame_readout":
+            config["frame_readout"] = value
             continue
         known = False
         for part in ("frontend", "encoder"):
@@ -313,8 +319,12 @@ def write_encoder_dir(
     encoder: ViTEncoder,
     crop_seconds: float,
     info: dict | None = None,
+    frame_readout: str = "mean",
 ) -> str:
     """Writes ``config.json`` and ``encoder.safetensors`` (the loader's counterpart).
+
+    ``frame_readout`` is the lobe's default read-out of the directory (see
+    ``make_config``).
 
     Example
     -------
@@ -332,21 +342,31 @@ def write_encoder_dir(
 
     with atomic_path(os.path.join(directory, SAFE_WEIGHTS_FILE)) as part:
         save_file(state, part)
-    config = make_config(frontend, encoder, crop_seconds, info)
+    config = make_config(frontend, encoder, crop_seconds, info, frame_readout)
     write_config(os.path.join(directory, CONFIG_FILE), config)
     return directory
 
 
 def make_config(
-    frontend: LogMel, encoder: ViTEncoder, crop_seconds: float, info: dict | None = None
+    frontend: LogMel,
+    encoder: ViTEncoder,
+    crop_seconds: float,
+    info: dict | None = None,
+    frame_readout: str = "mean",
 ) -> dict:
     """The plain-JSON description of a front end and encoder.
+
+    ``frame_readout`` is how ``BestRQ2Encoder`` turns each patch column into a
+    frame unless told otherwise: ``"mean"`` over the frequency rows (the
+    authors' X-ARES read-out) or ``"concat"`` of the rows (``freq_rows`` times
+    wider). A directory without the key reads ``"mean"``.
 
     Example
     -------
     >>> enc = ViTEncoder(n_mels=32, embed_dim=32, depth=1, num_heads=4)
-    >>> make_config(LogMel(n_mels=32), enc, 10.0)["hop_ms"]
-    625.0
+    >>> cfg = make_config(LogMel(n_mels=32), enc, 10.0)
+    >>> cfg["hop_ms"], cfg["frame_readout"]
+    (625.0, 'mean')
     """
     return {
         "format": FORMAT,
@@ -355,6 +375,7 @@ def make_config(
         "encoder": encoder.config,
         "crop_seconds": float(crop_seconds),
         "hop_ms": frontend.hop_ms * encoder.grid.patch_time,
+        "frame_readout": frame_readout,
         "info": info or {},
     }
 

@@ -3,13 +3,17 @@
 Usage::
 
     python -m bestrq2_lobes.lobe.export PRETRAIN_OUTPUT_OR_CKPT_DIR ENCODER_DIR
+    python -m bestrq2_lobes.lobe.export RUN ENCODER_DIR --frame_readout concat
 
 ``PRETRAIN_OUTPUT_OR_CKPT_DIR`` is a pretraining output folder (the latest
 checkpoint of its ``save/`` folder is taken), its ``save/`` folder, or one
 ``CKPT+...`` folder. The predictor, heads, quantizer and optimiser are dropped.
 ``ENCODER_DIR`` receives ``config.json``, ``encoder.safetensors`` (tensors only),
 ``hyperparams.yaml`` (SpeechBrain's pretrained-interface convention) and a
-``README.md``. Runs of the one-stage baseline export the same way.
+``README.md``. Runs of the one-stage baseline export the same way. The lobe's
+default frame read-out is the run's ``frame_readout``; ``--frame_readout``
+changes it (it does not depend on the weights: the same run can be exported
+both ways).
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -33,8 +37,10 @@ from bestrq2_lobes.lobe.encoder_dir import (
     load_state_dict,
     load_strict,
     read_config_file,
+    validate_config,
     write_encoder_dir,
 )
+from bestrq2_lobes.model.encoder import FRAME_READOUTS
 
 HPARAMS_TEMPLATE = """\
 # SpeechBrain pretrained-interface file of an exported BEST-RQ-2 encoder.
@@ -66,7 +72,8 @@ Exported by `python -m bestrq2_lobes.lobe.export` on {date} from `{source}`.
 | architecture | ViT, width {embed_dim}, depth {depth}, {num_heads} heads |
 | patches | {patch_freq} mels x {patch_time} frames |
 | front end | {sample_rate} Hz, {n_mels} mels, hop {hop_length} samples |
-| frame hop | {hop_ms} ms (one frame per patch column, mean over frequency rows) |
+| frame hop | {hop_ms} ms (one frame per patch column) |
+| frame read-out | {frame_readout} ({output_dim} features per frame) |
 | chunk length for long audio | {crop_seconds} s |
 
 Files: `config.json` (plain JSON), `encoder.safetensors` (tensors only; the
@@ -75,7 +82,7 @@ format cannot hold code), `hyperparams.yaml`.
 ```python
 from bestrq2_lobes import BestRQ2Encoder
 ssl = BestRQ2Encoder(source="{directory}", freeze=True)
-frames = ssl(wavs, wav_lens)   # (batch, frames, {embed_dim})
+frames = ssl(wavs, wav_lens)   # (batch, frames, {output_dim})
 ```
 """
 
@@ -108,7 +115,11 @@ def _read_meta(ckpt: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
+def export(
+    src: str | os.PathLike,
+    directory: str | os.PathLike,
+    frame_readout: str | None = None,
+) -> Path:
     """Exports the encoder of a pretraining checkpoint to ``directory``.
 
     Arguments
@@ -117,6 +128,9 @@ def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
         Pretraining output folder, its ``save/`` folder, or a ``CKPT+...`` folder.
     directory : str or Path
         The encoder directory to write.
+    frame_readout : str, optional
+        The lobe's default read-out, ``"mean"`` or ``"concat"`` (see
+        ``BestRQ2Encoder``); None: the run's (``"mean"`` for older runs).
 
     Returns
     -------
@@ -126,6 +140,10 @@ def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
     ckpt = find_checkpoint(src)
     config_path = ckpt.parent / PRETRAIN_CONFIG
     config = read_config_file(config_path)
+    if frame_readout is not None:
+        config["frame_readout"] = frame_readout
+        validate_config(config, "--frame_readout")
+    readout = config.get("frame_readout", "mean")
     frontend, encoder = build_modules(config)
     weights = ckpt / WEIGHTS_FILE
     load_strict(encoder, load_state_dict(weights), str(weights))
@@ -136,7 +154,9 @@ def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
         exported=datetime.datetime.now(datetime.timezone.utc).isoformat(),
     )
     directory = Path(directory)
-    write_encoder_dir(directory, frontend, encoder, config["crop_seconds"], info)
+    write_encoder_dir(
+        directory, frontend, encoder, config["crop_seconds"], info, readout
+    )
     (directory / "hyperparams.yaml").write_text(
         HPARAMS_TEMPLATE.format(sample_rate=frontend.sample_rate), encoding="utf-8"
     )
@@ -149,6 +169,9 @@ def export(src: str | os.PathLike, directory: str | os.PathLike) -> Path:
             hop_ms=frontend.hop_ms * encoder.grid.patch_time,
             crop_seconds=config["crop_seconds"],
             directory=directory,
+            frame_readout=readout,
+            output_dim=encoder.embed_dim
+            * (encoder.grid.freq_rows if readout == "concat" else 1),
             **config["encoder"],
             **{k: v for k, v in config["frontend"].items() if k != "n_mels"},
         ),
@@ -165,9 +188,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("src", help="pretraining output folder or CKPT+... folder")
     parser.add_argument("encoder_dir", help="where to write the encoder directory")
+    parser.add_argument(
+        "--frame_readout",
+        choices=list(FRAME_READOUTS),
+        default=None,
+        help="the lobe's default frame read-out (default: the run's)",
+    )
     args = parser.parse_args(argv)
     try:
-        directory = export(args.src, args.encoder_dir)
+        directory = export(args.src, args.encoder_dir, args.frame_readout)
     except EncoderDirError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -7,9 +7,13 @@ Use it from any HyperPyYAML file::
         freeze: True
         output_all_hiddens: True
 
-Features are the encoder tokens reshaped to (freq rows, time columns) and averaged
-over the frequency rows: one frame per patch column (625 ms for the paper
-configuration, 40 ms for the speech one; ``hop_ms``). Audio longer than the
+Features are the encoder tokens reshaped to (freq rows, time columns), one frame
+per patch column (625 ms for the paper configuration, 40 ms for the speech one;
+``hop_ms``). ``frame_readout`` says how a column's rows become its frame:
+``"mean"`` averages them (D features, the authors' X-ARES read-out and the
+default), ``"concat"`` keeps them side by side (``freq_rows`` x D features: the
+frame still says which band holds what). An encoder directory carries its
+default read-out in ``config.json``; the argument overrides it. Audio longer than the
 pretraining crop is cut into chunks of that length (whole patch columns), encoded
 as separate items in bounded groups, and the frames are concatenated; a clip up to
 one crop long is encoded in one piece exactly as in pretraining. Each clip's frames
@@ -48,6 +52,7 @@ from bestrq2_lobes.lobe.inputs import (
     valid_samples,
 )
 from bestrq2_lobes.model.device_copy import to_device
+from bestrq2_lobes.model.encoder import FRAME_READOUTS
 
 __all__ = ["BestRQ2Encoder", "LobeInputError"]
 
@@ -83,6 +88,11 @@ class BestRQ2Encoder(nn.Module):
         What a NaN or infinite sample inside a clip does: ``"error"`` (default)
         stops with a ``LobeInputError`` naming the batch item and the sample;
         ``"zero"`` replaces such samples by 0 and logs a warning.
+    frame_readout : str, optional
+        ``"mean"`` (average a patch column's frequency rows: ``output_dim`` is
+        the encoder width D) or ``"concat"`` (the rows side by side:
+        ``freq_rows`` x D). None (default): the config's ``frame_readout``, or
+        ``"mean"`` when it has none.
 
     Example
     -------
@@ -99,6 +109,12 @@ class BestRQ2Encoder(nn.Module):
     >>> BestRQ2Encoder(None, output_all_hiddens=True, config=cfg)(
     ...     torch.randn(1, 16000)).shape
     torch.Size([3, 1, 1, 32])
+
+    The rows of each column side by side (2 rows of 32 here):
+
+    >>> wide = BestRQ2Encoder(None, config=cfg, frame_readout="concat")
+    >>> wide.output_dim, wide(torch.randn(1, 16000 * 3)).shape
+    (64, torch.Size([1, 4, 64]))
 
     A clip shorter than one patch column still gives one frame:
 
@@ -119,9 +135,15 @@ class BestRQ2Encoder(nn.Module):
         chunk_batch: int | None = None,
         nonfinite: str = "error",
         revision: str | None = None,
+        frame_readout: str | None = None,
     ):
         super().__init__()
         self.nonfinite = check_mode(nonfinite)
+        if frame_readout is not None and frame_readout not in FRAME_READOUTS:
+            raise ValueError(
+                f"frame_readout must be one of {list(FRAME_READOUTS)}, "
+                f"got {frame_readout!r}"
+            )
         if chunk_batch is not None and (
             isinstance(chunk_batch, bool)
             or not isinstance(chunk_batch, int)
@@ -139,7 +161,8 @@ class BestRQ2Encoder(nn.Module):
         self.source = None if source is None else os.fspath(source)
         self.frontend = frontend
         self.encoder = encoder
-        self.config = config
+        self.frame_readout = frame_readout or config.get("frame_readout", "mean")
+        self.config = {**config, "frame_readout": self.frame_readout}
         self.freeze = freeze
         self.output_all_hiddens = output_all_hiddens
         self.chunk_batch = chunk_batch
@@ -155,7 +178,9 @@ class BestRQ2Encoder(nn.Module):
 
     @property
     def output_dim(self) -> int:
-        """Feature width."""
+        """Feature width: D, or ``freq_rows`` x D with ``frame_readout="concat"``."""
+        if self.frame_readout == "concat":
+            return self.encoder.embed_dim * self.encoder.grid.freq_rows
         return self.encoder.embed_dim
 
     @property
@@ -366,7 +391,8 @@ class BestRQ2Encoder(nn.Module):
             feats, num_frames, return_hiddens=self.output_all_hiddens
         )
         hiddens = encoded if self.output_all_hiddens else [encoded]
-        stacked = torch.stack([self.encoder.pool_frames(h) for h in hiddens])
+        readout = self.frame_readout
+        stacked = torch.stack([self.encoder.pool_frames(h, readout) for h in hiddens])
         mask = self.encoder.pool_frames(valid.unsqueeze(-1).float()) > 0
         stacked = stacked * mask.unsqueeze(0).to(stacked.dtype)
         return torch.nn.functional.pad(stacked, (0, 0, 0, per_chunk - stacked.shape[2]))

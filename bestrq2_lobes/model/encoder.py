@@ -21,6 +21,9 @@ from bestrq2_lobes.model.position import SinCosPosition2d
 from bestrq2_lobes.model.tokens import gather_tokens
 from bestrq2_lobes.model.transformer import TransformerStack, init_vit_weights
 
+# How a patch column's frequency rows become one frame (``pool_frames``).
+FRAME_READOUTS = ("mean", "concat")
+
 
 class ViTEncoder(nn.Module):
     """ViT context encoder over a time-major patch grid.
@@ -165,14 +168,40 @@ class ViTEncoder(nn.Module):
             out = out[1]
         return out, valid
 
-    def pool_frames(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Averages (batch, N, D) time-major tokens over frequency rows.
+    def pool_frames(self, tokens: torch.Tensor, readout: str = "mean") -> torch.Tensor:
+        """One frame per patch column of (batch, N, D) time-major tokens.
 
-        Returns (batch, time columns, D): one frame per patch column.
+        Arguments
+        ---------
+        tokens : torch.Tensor
+            (batch, N, D) tokens, the ``freq_rows`` rows of each column together.
+        readout : str
+            ``"mean"``: the average over the frequency rows, (batch, columns, D),
+            as the authors' X-ARES wrapper reads them; ``"concat"``: the rows
+            side by side, lowest band first, (batch, columns, freq_rows * D).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, time columns, D or freq_rows * D).
+
+        Example
+        -------
+        >>> enc = ViTEncoder(n_mels=32, embed_dim=4, depth=1, num_heads=1)
+        >>> tokens = torch.arange(16.0).reshape(1, 4, 4)  # 2 columns of 2 rows
+        >>> enc.pool_frames(tokens)[0, 0].tolist()
+        [2.0, 3.0, 4.0, 5.0]
+        >>> enc.pool_frames(tokens, "concat")[0, 0].tolist()
+        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
         """
         batch, num_tokens, dim = tokens.shape
         rows = self.grid.freq_rows
-        return tokens.view(batch, num_tokens // rows, rows, dim).mean(dim=2)
+        columns = tokens.reshape(batch, num_tokens // rows, rows, dim)
+        if readout == "mean":
+            return columns.mean(dim=2)
+        if readout == "concat":
+            return columns.reshape(batch, num_tokens // rows, rows * dim)
+        raise ValueError(f"readout must be one of {FRAME_READOUTS}, got {readout!r}")
 
 
 def encode_visible(

@@ -22,7 +22,7 @@ Authors
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from speechbrain.utils.distributed import ddp_broadcast, if_main_process
@@ -73,6 +73,7 @@ def estimate_global_target_norm(
     seconds: float,
     sample_rate: int,
     min_seconds: float = 0.0,
+    clips: Iterable[torch.Tensor] | None = None,
 ) -> int:
     """Sets ``model.target_norm``'s statistics from the first training clips.
 
@@ -95,17 +96,20 @@ def estimate_global_target_norm(
         Sampling rate of the model.
     min_seconds : float
         Clips shorter than this are skipped (as the training set skips them).
+    clips : Iterable[torch.Tensor] | None
+        The clips themselves (lazily read, e.g. from shards), instead of the
+        manifest's first ones; ``manifest`` is then unused.
 
     Returns
     -------
     int
         The number of frames the statistics were taken on.
     """
-    mean, std, frames = _main_process_statistics(
-        model,
-        first_clips(manifest, data_root, max_clips, seconds, sample_rate, min_seconds),
-        model.target_norm.eps,
-    )
+    if clips is None:
+        clips = first_clips(
+            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+        )
+    mean, std, frames = _main_process_statistics(model, clips, model.target_norm.eps)
     model.target_norm.set_statistics(mean, std, frames)
     return frames
 
@@ -135,6 +139,7 @@ def estimate_input_norm(
     seconds: float,
     sample_rate: int,
     min_seconds: float = 0.0,
+    clips: Iterable[torch.Tensor] | None = None,
 ) -> int:
     """Sets the front end's input statistics from the first training clips.
 
@@ -149,7 +154,7 @@ def estimate_input_norm(
         A pretraining model (``frontend`` without statistics, ``encoder.grid``).
     mode : str
         ``global`` or ``band``.
-    manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+    manifest, data_root, max_clips, seconds, sample_rate, min_seconds, clips
         As for :func:`estimate_global_target_norm`.
 
     Returns
@@ -181,10 +186,11 @@ def estimate_input_norm(
             f"input_norm {mode} estimates the input statistics: leave the front "
             "end's norm_mean and norm_std unset"
         )
-    mean, std, frames = _main_process_statistics(
-        model,
-        first_clips(manifest, data_root, max_clips, seconds, sample_rate, min_seconds),
-    )
+    if clips is None:
+        clips = first_clips(
+            manifest, data_root, max_clips, seconds, sample_rate, min_seconds
+        )
+    mean, std, frames = _main_process_statistics(model, clips)
     if mode == "global":
         mean, std = band_to_global(mean, std)
     frontend.set_normalization(mean, std)

@@ -1,8 +1,13 @@
-"""Data of a pretraining run: manifests (or a scanned folder) and datasets.
+"""Data of a pretraining run: manifests (or a scanned folder) or tar shards.
 
-Each time a clip is drawn, a random ``crop_seconds`` window is read; the crop is
-seeded by the run's position, so a resumed run reads what the uninterrupted one
-read. Also the estimation of the ``global`` target statistics before step 1.
+``data_source`` is the one entry point: it gives the train and valid data of
+either kind of source (``DataSource``); another kind of source is one more
+branch there. Manifests: each time a clip is drawn, a random ``crop_seconds``
+window is read; the crop is seeded by the run's position, so a resumed run
+reads what the uninterrupted one read. Shards (``--train_shards``): a stream
+(``bestrq2_lobes.data.shard_stream``) whose position is checkpointed, so a
+resumed run reads what the uninterrupted one read too. Also the estimation of
+the input and ``global`` target statistics before step 1.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -10,9 +15,12 @@ Authors
 
 import logging
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import speechbrain as sb
 import torch
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.data.audio import random_crop, read_segment
@@ -20,14 +28,122 @@ from bestrq2_lobes.data.demo_corpus import make_demo_corpus
 from bestrq2_lobes.data.folder_scan import prepare_folder
 from bestrq2_lobes.data.manifest import read_manifest
 from bestrq2_lobes.data.manifest_audio import check_manifest_audio
+from bestrq2_lobes.data.shard_loader import ShardLoader, distributed_position
+from bestrq2_lobes.data.shard_stream import ShardStream, first_shard_clips
+from bestrq2_lobes.data.shards import check_shard_set, resolve_shards
 from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, read_config_file
 from bestrq2_lobes.training.seeding import stable_seed
 from bestrq2_lobes.training.target_stats import (
     estimate_global_target_norm,
     estimate_input_norm,
+    first_clips,
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSource:
+    """What ``Brain.fit`` is given, whatever the kind of source.
+
+    ``train``/``valid``: datasets (with ``train_kwargs``/``valid_kwargs`` for
+    SpeechBrain's loaders) or ready loaders; ``sampler``: what SpeechBrain calls
+    ``set_epoch`` on; ``first_clips(n)``: the first n training clips, from
+    their start, for the statistics estimated before step 1;
+    ``recoverables``: more state for the checkpointer.
+    """
+
+    train: object
+    valid: object
+    train_kwargs: dict
+    valid_kwargs: dict
+    sampler: object
+    first_clips: Callable[[int], Iterator[torch.Tensor]]
+    recoverables: dict = field(default_factory=dict)
+
+
+def data_source(hparams, min_seconds) -> DataSource:
+    """The run's train and valid data: tar shards, or manifests / a folder."""
+    if hparams.get("train_shards"):
+        return shard_source(hparams, min_seconds)
+    return manifest_source(hparams, min_seconds)
+
+
+def manifest_source(hparams, min_seconds) -> DataSource:
+    """Manifests (or a scanned folder): datasets and a seeded, epoch-based shuffle.
+
+    The same permutation with one or many processes (under DDP, SpeechBrain
+    deals it out round-robin): N GPUs see the batches of one.
+    """
+    train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
+    train_set, valid_set = dataio_prepare(
+        hparams, train_csv, valid_csv, data_root, min_seconds
+    )
+    sampler = ReproducibleRandomSampler(train_set, seed=hparams["seed"])
+    crop, rate = hparams["crop_seconds"], hparams["sample_rate"]
+    return DataSource(
+        train=train_set,
+        valid=valid_set,
+        train_kwargs={**hparams["train_dataloader_opts"], "sampler": sampler},
+        valid_kwargs=hparams["valid_dataloader_opts"],
+        sampler=sampler,
+        first_clips=lambda n: first_clips(
+            train_csv, data_root, n, crop, rate, min_seconds
+        ),
+    )
+
+
+def shard_source(hparams, min_seconds) -> DataSource:
+    """Tar shards: streaming loaders; the train one is checkpointed (exact resume)."""
+    rank, world = distributed_position()
+    crop, rate = hparams["crop_seconds"], hparams["sample_rate"]
+    loaders = {}
+    first = None
+    for name in ("train", "valid"):
+        spec = hparams[f"{name}_shards"]
+        if not spec:
+            loaders[name] = None
+            continue
+        shards, index = resolve_shards(spec)
+        check_shard_set(spec, shards, index, rate, min_seconds)  # one-line errors
+        opts = dict(hparams[f"{name}_dataloader_opts"])
+        for key in ("shuffle", "sampler", "drop_last"):
+            opts.pop(key, None)
+        stream = ShardStream(
+            shards,
+            index.get("format", "pcm"),
+            opts.pop("batch_size"),
+            crop,
+            rate,
+            seed=hparams["seed"],
+            train=name == "train",
+            shuffle_buffer=hparams["shard_shuffle_buffer"],
+            epoch_steps=hparams["shard_epoch_steps"],
+            num_workers=opts.pop("num_workers", 0),
+            rank=rank,
+            world_size=world,
+        )
+        loaders[name] = ShardLoader(stream, **opts)
+        if name == "train":
+            first = (shards, index.get("format", "pcm"))
+            if if_main_process():
+                logger.info(
+                    "%s: %d shards, %d clips, %.1f h; %d steps per epoch",
+                    spec,
+                    len(shards),
+                    sum(s.clips for s in shards),
+                    sum(s.seconds for s in shards) / 3600,
+                    len(stream),
+                )
+    return DataSource(
+        train=loaders["train"],
+        valid=loaders["valid"],
+        train_kwargs={},
+        valid_kwargs={},
+        sampler=loaders["train"],
+        first_clips=lambda n: first_shard_clips(*first, n, crop, rate),
+        recoverables={"shard_loader": loaders["train"]},
+    )
 
 
 def dataio_prepare(hparams, train_csv, valid_csv, data_root, min_seconds):
@@ -132,12 +248,30 @@ def checked_manifest(hparams, csv, data_root, min_seconds):
     return check_manifest_audio(**{**kwargs, "progress": False})
 
 
-def prepare_input_norm(hparams, train_csv, data_root, min_seconds):
+def first_clips_of(hparams, source: DataSource, count_key: str) -> dict:
+    """The estimators' clip arguments: the source's first ``hparams[count_key]``.
+
+    The clips come from the source (manifests or shards), read lazily on the
+    main process only; the manifest arguments are then unused.
+    """
+    count = hparams[count_key]
+    return {
+        "manifest": None,
+        "data_root": None,
+        "max_clips": count,
+        "seconds": hparams["crop_seconds"],
+        "sample_rate": hparams["sample_rate"],
+        "clips": source.first_clips(count),
+    }
+
+
+def prepare_input_norm(hparams, source: DataSource):
     """``input_norm: global | band``: the encoder's input statistics, before step 1.
 
-    Estimated from the first ``input_norm_clips`` training clips (manifest order,
-    crops from the start) on the main process and broadcast; a run with a
-    checkpoint to resume from reads them back from its ``encoder_config.json``.
+    Estimated from the first ``input_norm_clips`` training clips (manifest or
+    shard order, crops from the start) on the main process and broadcast; a run
+    with a checkpoint to resume from reads them back from its
+    ``encoder_config.json``.
     """
     mode = hparams.get("input_norm", "none")
     if mode == "none":
@@ -151,14 +285,7 @@ def prepare_input_norm(hparams, train_csv, data_root, min_seconds):
             logger.info("input_norm %s: statistics read back from %s", mode, saved)
         return
     frames = estimate_input_norm(
-        hparams["model"],
-        mode,
-        train_csv,
-        data_root,
-        hparams["input_norm_clips"],
-        hparams["crop_seconds"],
-        hparams["sample_rate"],
-        min_seconds,
+        hparams["model"], mode, **first_clips_of(hparams, source, "input_norm_clips")
     )
     if if_main_process():
         logger.info(
@@ -170,12 +297,13 @@ def prepare_input_norm(hparams, train_csv, data_root, min_seconds):
         )
 
 
-def prepare_target_norm(hparams, train_csv, data_root, min_seconds):
+def prepare_target_norm(hparams, source: DataSource):
     """``target_norm: global``: estimates the statistics before step 1.
 
-    From the first ``target_norm_clips`` training clips (manifest order, crops
-    from the start), on the main process, broadcast to every rank. A run with a
-    checkpoint to resume from skips it: the checkpoint restores the buffer.
+    From the first ``target_norm_clips`` training clips (manifest or shard
+    order, crops from the start), on the main process, broadcast to every rank.
+    A run with a checkpoint to resume from skips it: the checkpoint restores
+    the buffer.
     """
     if hparams["target_norm"] != "global":
         return
@@ -184,13 +312,7 @@ def prepare_target_norm(hparams, train_csv, data_root, min_seconds):
             logger.info("target_norm global: statistics restored from the checkpoint")
         return
     frames = estimate_global_target_norm(
-        hparams["model"],
-        train_csv,
-        data_root,
-        hparams["target_norm_clips"],
-        hparams["crop_seconds"],
-        hparams["sample_rate"],
-        min_seconds,
+        hparams["model"], **first_clips_of(hparams, source, "target_norm_clips")
     )
     if if_main_process():
         logger.info(

@@ -8,6 +8,7 @@ Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
 
+import hashlib
 import logging
 import os
 from difflib import get_close_matches
@@ -20,8 +21,10 @@ from speechbrain.utils.distributed import if_main_process, infer_device
 
 from bestrq2_lobes.data.demo_corpus import DEMO_DESCRIPTION
 from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.data.shards import resolve_shards
 from bestrq2_lobes.lobe.convert import init_pretraining, take_init_from
 from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, make_config, write_config
+from bestrq2_lobes.model.encoder import FRAME_READOUTS
 from bestrq2_lobes.training.console import limit_loader_workers
 from bestrq2_lobes.training.cpu_memory import retain_freed_memory
 from bestrq2_lobes.training.run import parse_arguments
@@ -58,7 +61,7 @@ def apply_demo_settings(hparams_file, run_opts, overrides):
         raise SystemExit(message) from None
     user = user or {}
     hparams = load_hparams(hparams_file, user)
-    if hparams["data_folder"] or hparams["train_csv"]:
+    if hparams["data_folder"] or hparams["train_csv"] or hparams.get("train_shards"):
         return hparams, overrides, None
     changed = []
     demo = {}
@@ -143,6 +146,16 @@ def check_arguments(hparams):
     A rejected run leaves its output folder (and an earlier run's record in
     it) as it was.
     """
+    readout = hparams.get("frame_readout", "mean")
+    if readout not in FRAME_READOUTS:
+        raise SystemExit(
+            f"error: --frame_readout {readout}: must be one of {list(FRAME_READOUTS)}"
+        )
+    if hparams.get("train_shards"):
+        check_shard_arguments(hparams)
+        return
+    if hparams.get("valid_shards"):
+        raise SystemExit("error: --valid_shards needs --train_shards")
     if hparams["train_csv"]:
         for csv in (hparams["train_csv"], hparams["valid_csv"]):
             if csv is not None:  # the columns and rows; audio files come later
@@ -160,9 +173,41 @@ def check_arguments(hparams):
         )
 
 
+def check_shard_arguments(hparams):
+    """``--train_shards``: no other source given, and the sets name shards."""
+    others = [k for k in ("data_folder", "train_csv", "valid_csv") if hparams[k]]
+    if others:
+        raise SystemExit(
+            f"error: --train_shards and --{others[0]}: give one source of data "
+            "(use --valid_shards for validation shards)"
+        )
+    for key in ("train_shards", "valid_shards"):
+        if hparams[key]:
+            resolve_shards(hparams[key])  # one-line ShardError when unusable
+
+
+def shards_fingerprint(train_spec, valid_spec):
+    """The data of a shard run: each shard's name and size (and its index)."""
+    lines, where, clips = [], [], 0
+    for spec in (train_spec, valid_spec):
+        if not spec:
+            lines.append("-")
+            continue
+        shards, _ = resolve_shards(spec)
+        where.append(spec)
+        clips += sum(s.clips for s in shards)
+        lines += [
+            f"{os.path.basename(s.path)}\t{os.path.getsize(s.path)}" for s in shards
+        ]
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    return {"kind": "shards", "where": where, "files": clips, "digest": digest}
+
+
 def run_fingerprint(hparams):
     """What this run trains on: its data and the settings a resume must keep."""
-    if hparams["train_csv"]:
+    if hparams.get("train_shards"):
+        data = shards_fingerprint(hparams["train_shards"], hparams["valid_shards"])
+    elif hparams["train_csv"]:
         data = manifest_fingerprint(hparams["train_csv"], hparams["valid_csv"])
     elif hparams["data_folder"]:
         data = folder_fingerprint(hparams["data_folder"])
@@ -261,5 +306,6 @@ def write_encoder_config(hparams) -> None:
                 hparams["encoder"],
                 hparams["crop_seconds"],
                 {"model": type(hparams["model"]).__name__},
+                hparams.get("frame_readout", "mean"),
             ),
         )

@@ -18,6 +18,10 @@ several GPUs::
     torchrun --nproc_per_node=8 recipes/pretrain/train.py hparams/bestrq2_vit.yaml \
         --train_csv train.csv --valid_csv valid.csv --data_root /data
 
+At corpus scale, write tar shards once (``python -m bestrq2_lobes.shards write
+DIR_OR_CSV OUT``) and stream them: ``--train_shards OUT`` (a folder, its
+``index.json`` or ``'OUT/shard-{000000..000999}.tar'``), ``--valid_shards``.
+
 Stop it at any time and rerun the same command: it resumes from the last
 checkpoint (``--ckpt_interval_steps N`` or ``--ckpt_interval_minutes M`` for saves
 within an epoch). The output folder records what the run was trained on
@@ -48,14 +52,8 @@ import time
 
 import speechbrain as sb
 import torch
-from pretrain_data import (
-    dataio_prepare,
-    prepare_data,
-    prepare_input_norm,
-    prepare_target_norm,
-)
+from pretrain_data import data_source, prepare_input_norm, prepare_target_norm
 from pretrain_setup import start_pretraining, write_encoder_config
-from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process
 
 from bestrq2_lobes.data.manifest import ManifestError
@@ -345,15 +343,14 @@ def main(argv):
     hparams, run_opts, fingerprint = start_pretraining(argv)
     min_seconds = hparams["model"].min_seconds
     hparams["crop_clock"] = {"epoch": 0}  # set by the Brain at each epoch start
-    train_csv, valid_csv, data_root = prepare_data(hparams, min_seconds)
-    train_set, valid_set = dataio_prepare(
-        hparams, train_csv, valid_csv, data_root, min_seconds
-    )
+    source = data_source(hparams, min_seconds)  # manifests, a folder or shards
     if if_main_process():  # the data is usable: this folder is now this run's
         write_fingerprint(hparams["output_folder"], fingerprint)
-    prepare_input_norm(hparams, train_csv, data_root, min_seconds)
+    for key, recoverable in source.recoverables.items():
+        hparams["checkpointer"].add_recoverable(key, recoverable)
+    prepare_input_norm(hparams, source)
     write_encoder_config(hparams)
-    prepare_target_norm(hparams, train_csv, data_root, min_seconds)
+    prepare_target_norm(hparams, source)
 
     brain = PretrainBrain(
         modules=hparams["modules"],
@@ -362,22 +359,18 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
-    brain.has_valid = valid_set is not None
+    brain.has_valid = source.valid is not None
     brain.epoch = 0
     brain.tensorboard = None
     if hparams["use_tensorboard"] and if_main_process():
         brain.tensorboard = hparams["tensorboard_logger"]()
-    # A seeded shuffle, the same permutation with one or many processes (under
-    # DDP, SpeechBrain deals it out round-robin): N GPUs see the batches of one.
-    sampler = ReproducibleRandomSampler(train_set, seed=hparams["seed"])
-    brain.train_sampler = sampler  # SpeechBrain calls its set_epoch
-    train_opts = {**hparams["train_dataloader_opts"], "sampler": sampler}
+    brain.train_sampler = source.sampler  # SpeechBrain calls its set_epoch
     brain.fit(
         brain.hparams.epoch_counter,
-        train_set,
-        valid_set,
-        train_loader_kwargs=train_opts,
-        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+        source.train,
+        source.valid,
+        train_loader_kwargs=source.train_kwargs,
+        valid_loader_kwargs=source.valid_kwargs,
     )
     if if_main_process():
         print(summary_line(brain, hparams, started), flush=True)

@@ -97,18 +97,24 @@ def build_embedder(hparams):
             "log-mel statistics baseline",
         )
     if encoder_dir is None:
-        label = f"random encoder (width {ssl.output_dim}, depth {ssl.depth})"
+        label = f"random encoder (width {ssl.encoder.embed_dim}, depth {ssl.depth})"
         embedder = EncoderEmbedder(ssl, "random", all_layers)
         return embedder, describe_encoder(None, ssl), label
     if baseline == "random":
         torch.manual_seed(hparams["seed"])
-        ssl = BestRQ2Encoder(None, freeze=True, config=read_config(encoder_dir))
+        ssl = BestRQ2Encoder(
+            None,
+            freeze=True,
+            config=read_config(encoder_dir),
+            frame_readout=hparams.get("frame_readout"),
+        )
         return (
             EncoderEmbedder(ssl, "random", all_layers),
             (
                 f"Baseline random: the architecture of {encoder_dir} with RANDOM "
-                f"weights (seed {hparams['seed']}; width {ssl.output_dim}, depth "
-                f"{ssl.depth}, frame hop {ssl.hop_ms:g} ms)."
+                f"weights (seed {hparams['seed']}; width {ssl.encoder.embed_dim}, "
+                f"depth {ssl.depth}, frame hop {ssl.hop_ms:g} ms, "
+                f"{ssl.frame_readout} read-out)."
             ),
             f"random weights, architecture of {os.path.basename(encoder_dir)}",
         )
