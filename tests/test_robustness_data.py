@@ -581,7 +581,10 @@ def manifest_runs(tmp_path_factory):
     }
     run = {"cwd": REPO, "env": ENV, "text": True}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    cli = subprocess.Popen(argvs[CLI_CASE], **run, **pipes)
+    # its own output folder: run beside the driver's same case, one shared
+    # folder would race in SpeechBrain's create_experiment_directory
+    cli_argv = argvs[CLI_CASE][:-1] + [f"--output_folder={d / ('cli_' + CLI_CASE)}"]
+    cli = subprocess.Popen(cli_argv, **run, **pipes)
     cases = json.dumps({name: argv[2:] for name, argv in argvs.items()})
     driver = subprocess.run(
         [sys.executable, "-c", DRIVER, str(RECIPE), cases],
