@@ -575,15 +575,18 @@ CLI_CASE = "missing_audio"  # also run as a real command line, to check the driv
 def manifest_runs(tmp_path_factory):
     """The recipe on every bad manifest: {case: (returncode, stdout, stderr)}."""
     d = make_bad_manifests(tmp_path_factory.mktemp("manifests"))
-    argvs = {
-        name: recipe_cmd(*[a.format(d=d) for a in args], f"--output_folder={d / name}")
-        for name, (args, _) in MANIFEST_CASES.items()
-    }
+
+    def case_argv(name, output_folder):
+        args, _ = MANIFEST_CASES[name]
+        formatted = [a.format(d=d) for a in args]
+        return recipe_cmd(*formatted, f"--output_folder={output_folder}")
+
+    argvs = {name: case_argv(name, d / name) for name in MANIFEST_CASES}
     run = {"cwd": REPO, "env": ENV, "text": True}
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     # its own output folder: run beside the driver's same case, one shared
     # folder would race in SpeechBrain's create_experiment_directory
-    cli_argv = argvs[CLI_CASE][:-1] + [f"--output_folder={d / ('cli_' + CLI_CASE)}"]
+    cli_argv = case_argv(CLI_CASE, d / f"cli_{CLI_CASE}")
     cli = subprocess.Popen(cli_argv, **run, **pipes)
     cases = json.dumps({name: argv[2:] for name, argv in argvs.items()})
     driver = subprocess.run(
