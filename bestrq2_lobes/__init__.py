@@ -8,6 +8,9 @@ list (and never from ``recipes/``):
   pretraining models). Plain PyTorch, no SpeechBrain.
 * ``data``: robust audio reading, manifests and folder scans, datasets, the
   demo corpus.
+* ``datasets``: one preparer per public corpus (AudioSet, LibriSpeech,
+  ESC-50, DESED, ...): the official layout into checked CSVs, and the
+  recipes' ``--corpus``.
 * ``training``: what a pretraining run needs around the model (optimiser and
   schedule, atomic checkpoints, run helpers, seeding, CPU memory).
 * ``lobe``: the exported encoder as a SpeechBrain lobe (encoder directory,
@@ -17,8 +20,7 @@ list (and never from ``recipes/``):
 * ``adapters`` and ``plots``: X-ARES / XARES-LLM encoder files, pictures.
 
 ``bestrq2_lobes.BestRQ2Encoder`` and ``bestrq2_lobes.WeightedLayerSum`` are the
-names HyperPyYAML files use. The module paths of the earlier flat layout
-(``bestrq2_lobes.ssl`` and so on) still import, with a deprecation warning.
+names HyperPyYAML files use.
 Importing the package drops SpeechBrain's "torchvision is not available"
 warning (``training.console``).
 
@@ -26,10 +28,8 @@ Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
 
-from bestrq2_lobes import _moved
 from bestrq2_lobes.training.console import silence_torchvision_notice
 
-_moved.install()
 silence_torchvision_notice()  # SpeechBrain's "cannot save figures", in every recipe
 
 from bestrq2_lobes.lobe.frozen_encoder import BestRQ2Encoder  # noqa: E402

@@ -5,9 +5,7 @@ Authors
 """
 
 import importlib
-import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -92,30 +90,10 @@ def test_label_set_kept_across_reruns(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "old, new",
-    [
-        ("bestrq2_lobes.ssl", "bestrq2_lobes.lobe.frozen_encoder"),
-        ("bestrq2_lobes.encoder_dir", "bestrq2_lobes.lobe.encoder_dir"),
-        ("bestrq2_lobes.masking", "bestrq2_lobes.model.masking"),
-        ("bestrq2_lobes.checkpointing", "bestrq2_lobes.training.checkpointing"),
-    ],
+    "old", ["bestrq2_lobes.ssl", "bestrq2_lobes.encoder_dir", "bestrq2_lobes.export"]
 )
-def test_flat_layout_paths_still_import(old, new):
+def test_flat_layout_paths_are_gone(old):
+    """The aliases of the pre-0.2 flat layout were removed: one home per module."""
     sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-    assert module.__spec__.name == new
-    assert any(new in str(w.message) for w in caught)
-
-
-def test_old_export_command_still_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "bestrq2_lobes.export", str(tmp_path), str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 1
-    assert "moved to bestrq2_lobes.lobe.export" in proc.stderr
-    assert "error:" in proc.stderr.splitlines()[-1]
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)

@@ -14,6 +14,7 @@ LIBRARY = Path(__file__).resolve().parents[1] / "bestrq2_lobes"
 ALLOWED = {
     "model": {"model"},
     "data": {"data", "model"},
+    "datasets": {"datasets", "data", "model"},
     "training": {"training", "data", "model"},
     "lobe": {"lobe", "data", "model"},
     "downstream": {"downstream", "lobe", "training", "data", "model"},
