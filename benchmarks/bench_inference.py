@@ -5,10 +5,12 @@ analytically over a large matmul's FLOP/s measured in the same process). One
 1-hour audio file encoded through ``BestRQ2EncoderInterface.encode_file``: wall
 time and peak resident memory of a fresh process doing only that.
 
-    python benchmarks/bench_inference.py --device cpu --precision bf16 --json
+    python benchmarks/bench_inference.py --device cpu --json
     python benchmarks/bench_inference.py --device cuda --precision bf16 --json
 
-The long file is encoded on the same device as the clips.
+The long file is encoded on the same device as the clips, in the same precision.
+``--precision auto`` (the default) is bf16 on CUDA with bf16 and on CPUs with AMX
+or AVX512-BF16, fp32 elsewhere; the JSON names the CPU and the precision chosen.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -30,8 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     autocast,
+    choose_precision,
     common_arguments,
     device_name,
+    machine_fields,
     matmul_flops_per_second,
     median_time,
     print_json,
@@ -44,6 +48,7 @@ from bestrq2_lobes.lobe.export import HPARAMS_TEMPLATE  # noqa: E402
 from bestrq2_lobes.model.encoder import ViTEncoder  # noqa: E402
 from bestrq2_lobes.model.frontend import LogMel  # noqa: E402
 from bestrq2_lobes.model.transformer import compile_blocks  # noqa: E402
+from bestrq2_lobes.training.precision import can_compile  # noqa: E402
 
 SR = 16000
 
@@ -55,7 +60,7 @@ model = BestRQ2EncoderInterface.from_hparams(
     source=sys.argv[1], run_opts={{"device": "{device}"}}
 )
 start = time.perf_counter()
-with torch.autocast("{device_type}", dtype=torch.bfloat16, enabled={bf16}):
+with torch.autocast("{device_type}", dtype=torch.{dtype}, enabled={enabled}):
     frames = model.encode_file(sys.argv[2])
 if frames.is_cuda:
     torch.cuda.synchronize()
@@ -93,7 +98,8 @@ def one_hour(encoder_dir: Path, folder: Path, precision: str, minutes: float, de
             fout.write((0.1 * rng.standard_normal(60 * SR)).astype(np.float32))
     script = ONE_HOUR.format(
         threads=torch.get_num_threads(),
-        bf16=precision == "bf16",
+        dtype={"fp16": "float16"}.get(precision, "bfloat16"),
+        enabled=precision in ("bf16", "fp16"),
         device=device,
         device_type=device.type,
     )
@@ -112,6 +118,8 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, default=60.0, help="long-file length")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    choose_precision(args, device)
+    args.compile = args.compile and can_compile(device)
     if args.batch is None:
         args.batch = 4 if args.quick else (16 if device.type == "cpu" else 256)
     if args.quick:
@@ -162,7 +170,7 @@ def main(argv=None):
         print_json(
             {
                 "device": device_name(device),
-                "precision": args.precision,
+                **machine_fields(args, device),
                 "batch": args.batch,
                 "audio_sec_per_sec": speed,
                 "mfu_inference": mfu,

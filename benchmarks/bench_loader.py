@@ -42,7 +42,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speechbrain as sb  # noqa: E402
-from common import autocast, common_arguments, device_name, print_json, sync  # noqa: E402
+from common import (  # noqa: E402
+    autocast,
+    choose_precision,
+    common_arguments,
+    device_name,
+    machine_fields,
+    print_json,
+    sync,
+)
 
 from bestrq2_lobes.data.audio import random_crop, read_segment  # noqa: E402
 from bestrq2_lobes.data.shard_loader import ShardLoader  # noqa: E402
@@ -52,6 +60,7 @@ from bestrq2_lobes.data.shards import resolve_shards  # noqa: E402
 from bestrq2_lobes.model.pretraining import masked_prediction_loss  # noqa: E402
 from bestrq2_lobes.training.console import available_cpus  # noqa: E402
 from bestrq2_lobes.training.cpu_memory import retain_freed_memory  # noqa: E402
+from bestrq2_lobes.training.precision import can_compile  # noqa: E402
 from bestrq2_lobes.training.seeding import stable_seed  # noqa: E402
 
 SR = 16000
@@ -267,6 +276,8 @@ def main(argv=None):
     parser.add_argument("--skip_step", action="store_true", help="loaders only")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    choose_precision(args, device)
+    args.compile = args.compile and can_compile(device)
     if args.quick:
         args.clips, args.repeats, args.warmup = 16, 2, 1
         args.workers = args.workers or 2
@@ -318,7 +329,7 @@ def main(argv=None):
                 "cpus": available_cpus(),
                 "clips": args.clips,
                 "batch": args.batch,
-                "precision": args.precision,
+                **machine_fields(args, device),
                 "loaders": rows,
                 "writing": writing,
                 "step": step,

@@ -16,14 +16,18 @@ Variants are timed in interleaved rounds, so slow phases of the machine hit all;
 in each round both of our variants draw the same mask (ratio from U(0.4, 0.6)), so
 their ratio compares equal work, and the median over rounds spans the ratios.
 
-    python benchmarks/bench_pretrain.py --device cpu --precision bf16 --json --compile
+    python benchmarks/bench_pretrain.py --device cpu --json --compile
     python benchmarks/bench_pretrain.py --device cuda --precision bf16 --batch 64
     python benchmarks/bench_pretrain.py --device cuda --batch 256 --compile \
         --without_speechbrain
 
 ``--compile`` compiles each transformer stack of our models
 (``bestrq2_lobes.model.transformer.compile_blocks``) and each Conformer layer of
-SpeechBrain's; the compilation happens in the untimed steps.
+SpeechBrain's; the compilation happens in the untimed steps (on a CPU without a
+C++ compiler everything stays eager, said in one line). ``--precision auto``
+(the default) is bf16 on CUDA with bf16 and on CPUs with AMX or AVX512-BF16,
+fp32 elsewhere; the JSON names the CPU (model, torch's capability, AMX,
+AVX512-BF16) and the precision chosen.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -41,9 +45,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     autocast,
+    choose_precision,
     common_arguments,
     current_memory_mb,
     device_name,
+    machine_fields,
     matmul_flops_per_second,
     median_time,
     peak_memory_mb,
@@ -66,6 +72,7 @@ from bestrq2_lobes.model.pretraining import (  # noqa: E402
 from bestrq2_lobes.model.quantizer import RandomProjectionQuantizer  # noqa: E402
 from bestrq2_lobes.model.transformer import compile_blocks  # noqa: E402
 from bestrq2_lobes.training.cpu_memory import retain_freed_memory  # noqa: E402
+from bestrq2_lobes.training.precision import can_compile  # noqa: E402
 
 SR = 16000
 CLIP = 10.0
@@ -338,6 +345,8 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    choose_precision(args, device)
+    args.compile = args.compile and can_compile(device)
     if args.batch is None:
         args.batch = 2 if args.quick else (16 if device.type == "cpu" else 64)
     if args.quick:
@@ -383,7 +392,7 @@ def main(argv=None):
                 "mfu_one_stage": one["mfu"],
                 "overhead_share": two["overhead_share"],
                 "device": device_name(device),
-                "precision": args.precision,
+                **machine_fields(args, device),
                 "batch": args.batch,
                 "compile": args.compile,
                 "matmul_tflops": peak / 1e12,

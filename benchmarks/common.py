@@ -15,6 +15,14 @@ import time
 
 import torch
 
+from bestrq2_lobes.training.console import cap_torch_threads
+from bestrq2_lobes.training.precision import (
+    CHOICES,
+    cpu_model,
+    machine_record,
+    resolve_and_report,
+)
+
 
 def sync(device: torch.device) -> None:
     """Waits for queued device work (CUDA) so timings are real."""
@@ -102,7 +110,37 @@ def device_name(device) -> str:
     """A short description of the device."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_model() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def choose_precision(args, device) -> str:
+    """Resolves ``args.precision`` in place (``auto``: by the hardware).
+
+    Prints the one line saying what ``auto`` chose and why (an explicit bf16
+    on a CPU that emulates it warns instead), keeps the request and the reason
+    in ``args.precision_requested`` / ``args.precision_reason`` for
+    :func:`machine_fields`, and caps torch's threads at the CPUs this process
+    may use (a container's CPU quota included).
+    """
+    requested = args.precision
+    args.precision, args.precision_reason = resolve_and_report(requested, device)
+    args.precision_requested = requested
+    note = cap_torch_threads()
+    if note:
+        print(note, flush=True)
+    return args.precision
+
+
+def machine_fields(args, device) -> dict:
+    """The JSON fields naming the machine and the precision chosen.
+
+    CPU model, torch's CPU capability, AMX / AVX512-BF16, CPUs, torch version
+    (and the CUDA device), then ``precision``, ``precision_requested`` and
+    ``precision_reason``; call :func:`choose_precision` first.
+    """
+    return machine_record(
+        device, args.precision_requested, args.precision, args.precision_reason
+    )
 
 
 def print_json(record: dict) -> None:
@@ -119,7 +157,13 @@ def common_arguments(description: str, quick_help: str) -> argparse.ArgumentPars
     parser = argparse.ArgumentParser(description=description)
     default = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", default=default)
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16")
+    parser.add_argument(
+        "--precision",
+        choices=CHOICES,
+        default="auto",
+        help="auto (default): bf16 on CUDA with bf16 and on CPUs with AMX or "
+        "AVX512-BF16, fp32 elsewhere",
+    )
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")

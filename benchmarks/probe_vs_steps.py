@@ -215,6 +215,7 @@ def main(argv=None) -> int:
         "model": args.model,
         "seed": seed,
         "settings": {k: str(v) for k, v in vars(args).items()},
+        "machine": replicate_small.machine(args),
     }
     plot(points, logmel, out / "probe_vs_steps.png")
     replicate_small.write_outputs(

@@ -73,7 +73,13 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
     add("--depth", type=int, default=6)
     add("--num_heads", type=int, default=6)
     add("--predictor_depth", type=int, default=2)
-    add("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    add(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="pretraining precision; auto: bf16 on CUDA with bf16 and on CPUs with "
+        "AMX or AVX512-BF16, fp32 elsewhere (bf16 is emulated on AVX2, ~25x slower)",
+    )
     add("--device", default="cpu")
     add("--num_workers", type=int, default=1)
     add("--target_norm", default="none", help="target_norm of both models")
@@ -100,8 +106,20 @@ def build_parser(description: str = __doc__) -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None, parser: argparse.ArgumentParser | None = None):
-    """Parsed options; ``--quick`` shrinks the model, the steps and the seeds."""
+    """Parsed options; ``--quick`` shrinks the model, the steps and the seeds.
+
+    ``--precision auto`` is resolved here, for ``--device``, with one line
+    saying what it chose (``bestrq2_lobes.training.precision``); the request
+    and the reason are kept in ``args.precision_requested`` and
+    ``args.precision_reason``.
+    """
+    from bestrq2_lobes.training.precision import resolve_and_report
+
     args = (parser or build_parser()).parse_args(argv)
+    args.precision_requested = args.precision
+    args.precision, args.precision_reason = resolve_and_report(
+        args.precision, args.device
+    )
     if args.quick:
         args.steps, args.batch_size, args.seeds = 4, 4, args.seeds[:1]
         args.embed_dim, args.depth, args.num_heads, args.predictor_depth = 32, 1, 2, 1
@@ -191,6 +209,15 @@ def write_tasks(data_dir: Path, out: Path) -> Path:
     return out
 
 
+def machine(args) -> dict:
+    """The CPU (model, torch's capability, AMX, AVX512-BF16) and precision of a run."""
+    from bestrq2_lobes.training.precision import machine_record
+
+    return machine_record(
+        args.device, args.precision_requested, args.precision, args.precision_reason
+    )
+
+
 def pretrain_command(args, model: str, seed: int, manifests, out: Path) -> list:
     """The recipe command of one pretraining run (only the hparams file differs)."""
     command = [
@@ -217,6 +244,7 @@ def probe_command(args, tasks: Path, out: Path, seed: int, encoder_dir, baseline
         sys.executable, "recipes/probe/train.py", "hparams/probe.yaml",
         "--tasks", tasks, "--output_folder", out, "--seed", seed,
         "--device", args.device, "--encoder_dir", encoder_dir,
+        "--precision", "fp32",  # scores comparable across machines, as recorded
     ]  # fmt: skip
     if baseline:
         command += ["--baseline", baseline]
@@ -424,6 +452,7 @@ def main(argv=None) -> int:
     results["claims"] = {text: holds for text, holds in claims(summary)}
     results["summary"] = summary
     results["settings"] = {k: str(v) for k, v in vars(args).items()}
+    results["machine"] = machine(args)
     if args.paper_default is not None:
         earlier = json.loads(args.paper_default.read_text(encoding="utf-8"))
         results["paper_default"] = {key: earlier[key] for key in KEYS}

@@ -54,6 +54,10 @@ def test_bench_pretrain_quick_reports_every_quantity():
     ):
         assert positive(record[key]), key
     assert record["device"] and record["batch"] == 2
+    # the machine and the precision are named beside the figures
+    assert record["precision"] == record["precision_requested"] == "fp32"
+    for key in ("cpu_model", "cpu_capability", "amx", "avx512_bf16", "native_bf16"):
+        assert key in record["machine"], key
     names = [v["variant"] for v in record["variants"]]
     assert names == ["BEST-RQ-2 (two-step)", "one-stage ViT", "SpeechBrain BEST-RQ"]
     for variant in record["variants"]:
@@ -78,6 +82,7 @@ def test_bench_inference_quick_reports_every_quantity():
     for key in ("audio_sec_per_sec", "mfu_inference", "wall_s_1h", "peak_rss_mb_1h"):
         assert positive(record[key]), key
     assert record["long_file_minutes"] == 5.0
+    assert record["precision"] == "fp32" and "cpu_capability" in record["machine"]
 
 
 SHARED = REPO.parent / "shared" / "data"
@@ -119,6 +124,7 @@ def test_bench_loader_quick_reports_every_source_and_the_step():
     assert sources == {(name, w) for name in names for w in (0, 2)}
     assert all(positive(r["clips_per_s"]) for r in record["loaders"])
     assert positive(record["pcm_shards_one_process_clips_per_s"])
+    assert record["precision"] == "fp32" and "amx" in record["machine"]
     for fmt in ("pcm", "flac"):
         assert positive(record["writing"][fmt]["seconds_per_hour_of_audio"])
     step = record["step"]

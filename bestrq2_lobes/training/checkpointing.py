@@ -11,6 +11,15 @@ removed at the next save. The checkpoint folder is created by the first save,
 not when the hparams are loaded: a run stopped before it (a rejected argument)
 leaves no folder behind.
 
+Under DDP (one node or many, on a shared filesystem) the global main process
+(``RANK`` 0) alone writes, deletes and chooses: a save returns on every rank
+only once the checkpoint is in place, and the checkpoints to delete, and the
+one to recover from, are picked on the main process and broadcast. SpeechBrain
+1.1.2 lets each rank list the folder itself, so a rank that lists it a moment
+early (or through a lagging network filesystem) makes another number of
+collective calls than the main process, and the run hangs; or resumes each
+rank from another checkpoint.
+
 Authors
  * BEST-RQ-2 SpeechBrain contributors
 """
@@ -31,7 +40,12 @@ from speechbrain.utils.checkpoints import (
     Checkpointer,
     get_default_hook,
 )
-from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast, if_main_process
+from speechbrain.utils.distributed import (
+    ddp_barrier,
+    ddp_broadcast,
+    if_main_process,
+    run_on_main,
+)
 
 logger = logging.getLogger(__name__)
 TMP_PREFIX = ".partial-"
@@ -103,6 +117,7 @@ class AtomicCheckpointer(Checkpointer):
             if if_main_process():
                 _fsync_tree(partial)
                 os.replace(partial, final)
+            ddp_barrier()  # every rank returns once the checkpoint is in place
         except (OSError, RuntimeError) as err:  # torch.save reports ENOSPC as such
             if if_main_process():
                 shutil.rmtree(partial, ignore_errors=True)
@@ -117,6 +132,28 @@ class AtomicCheckpointer(Checkpointer):
         logger.log(verbosity, f"Saved a checkpoint in {final}")
         paramfiles = {k: final / f"{k}{PARAMFILE_EXT}" for k in self.recoverables}
         return Checkpoint(final, saved_meta, paramfiles)
+
+    def delete_checkpoints(self, **kwargs):
+        """SpeechBrain's ``delete_checkpoints``, decided and done on the main process.
+
+        Takes the same keyword arguments. Every rank must call it (it ends with
+        a barrier), as SpeechBrain's.
+        """
+        run_on_main(super().delete_checkpoints, kwargs=kwargs)
+
+    def recover_if_possible(self, *args, **kwargs):
+        """SpeechBrain's ``recover_if_possible``; the main process picks the checkpoint.
+
+        Takes the same arguments. Every rank loads the checkpoint the main
+        process found, so all resume from the same step. Every rank must call
+        it together (SpeechBrain's ``Brain.fit`` does).
+        """
+        chosen = run_on_main(self.find_checkpoint, args=args, kwargs=kwargs)
+        if chosen is not None:
+            self.load_checkpoint(chosen)
+        else:
+            logger.info("Would load a checkpoint here, but none found yet.")
+        return chosen
 
     def _save_one(self, key, obj, path):
         if key in self.custom_save_hooks:

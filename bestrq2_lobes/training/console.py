@@ -3,10 +3,13 @@
 ``silence_torchvision_notice`` drops SpeechBrain's ``torchvision is not
 available - cannot save figures`` warning (no recipe here saves figures through
 SpeechBrain); ``bestrq2_lobes`` installs it on import, so every recipe has it.
-``cap_workers`` keeps data-loader workers within the CPUs this process may use,
-and ``progress_line`` tells where a run is in its whole length, with an ETA.
+``cap_workers`` keeps data-loader workers within the CPUs this process may use
+(its affinity and its cgroup CPU quota), ``cap_torch_threads`` does the same for
+torch's intra-op threads, and ``progress_line`` tells where a run is in its
+whole length, with an ETA.
 
-Standard library only: importing this module costs nothing.
+Standard library only (``cap_torch_threads`` imports torch when called):
+importing this module costs nothing.
 
 Authors
  * BEST-RQ-2 SpeechBrain contributors
@@ -15,11 +18,14 @@ Authors
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 __all__ = [
     "silence_torchvision_notice",
     "available_cpus",
+    "cap_torch_threads",
+    "cpu_quota",
     "cap_workers",
     "limit_loader_workers",
 ]
@@ -62,8 +68,51 @@ def silence_torchvision_notice() -> None:
         log.addFilter(_DropMessage(TORCHVISION_NOTICE))
 
 
+def cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    r"""The CPU quota of this process's cgroup in CPUs (``docker --cpus``), or None.
+
+    Reads cgroup v2 ``cpu.max`` (``"200000 100000"`` is 2 CPUs; ``max`` is no
+    quota), else cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``. A
+    container limited this way still sees every CPU of the host in its
+    affinity, so thread pools sized by the affinity oversubscribe it.
+
+    Example
+    -------
+    >>> tmp = getfixture("tmp_path")
+    >>> _ = (tmp / "cpu.max").write_text("150000 100000\n")
+    >>> cpu_quota(str(tmp)), cpu_quota(str(tmp / "none"))
+    (1.5, None)
+    """
+    candidates = (
+        (os.path.join(root, "cpu.max"), None),
+        (
+            os.path.join(root, "cpu", "cpu.cfs_quota_us"),
+            os.path.join(root, "cpu", "cpu.cfs_period_us"),
+        ),
+    )
+    for quota_file, period_file in candidates:
+        try:
+            with open(quota_file, encoding="ascii") as fin:
+                fields = fin.read().split()
+            if period_file is not None:
+                with open(period_file, encoding="ascii") as fin:
+                    fields = [fields[0], fin.read().strip()]
+        except (OSError, IndexError):
+            continue
+        if len(fields) < 2 or fields[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = float(fields[0]), float(fields[1])
+        except ValueError:
+            return None
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity), at least 1.
+    """The CPUs this process may use: its affinity, capped by a cgroup quota.
+
+    At least 1. A quota of 1.5 CPUs counts as 2 (``math.ceil``).
 
     Example
     -------
@@ -71,9 +120,40 @@ def available_cpus() -> int:
     True
     """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+def cap_torch_threads() -> str | None:
+    """Lowers torch's intra-op threads to :func:`available_cpus` when above it.
+
+    PyTorch sizes its thread pool by the CPUs it sees, not by a container's
+    CPU quota; 32 threads sharing a 2-CPU quota spend their time waiting for
+    each other. An explicit ``OMP_NUM_THREADS`` is left as it is.
+
+    Returns
+    -------
+    str or None
+        A one-line note when the threads were lowered.
+
+    Example
+    -------
+    >>> note = cap_torch_threads()
+    >>> note is None or note.startswith("torch threads")
+    True
+    """
+    import torch
+
+    cpus, threads = available_cpus(), torch.get_num_threads()
+    if "OMP_NUM_THREADS" in os.environ or threads <= cpus:
+        return None
+    torch.set_num_threads(cpus)
+    return f"torch threads {threads} lowered to {cpus}, the CPUs this process may use"
 
 
 def cap_workers(

@@ -31,6 +31,8 @@ from bestrq2_lobes.data.manifest_audio import check_manifest_audio
 from bestrq2_lobes.data.shard_loader import ShardLoader, distributed_position
 from bestrq2_lobes.data.shard_stream import ShardStream, first_shard_clips
 from bestrq2_lobes.data.shards import check_shard_set, resolve_shards
+from bestrq2_lobes.datasets.preparation import PrepareError
+from bestrq2_lobes.datasets.recipe_data import fill_manifests, prepare_corpus
 from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, read_config_file
 from bestrq2_lobes.training.seeding import stable_seed
 from bestrq2_lobes.training.target_stats import (
@@ -199,14 +201,61 @@ def manifest_root(hparams):
     )
 
 
+def corpus_manifests(hparams):
+    """``--corpus NAME --data_folder ROOT``: the corpus's preparer writes the CSVs.
+
+    Runs ``prepare_<corpus>`` (``bestrq2_lobes.datasets``) on the main process
+    (the others wait), then sets ``train_csv``, ``valid_csv`` and ``data_root``
+    to its ``train.csv``/``valid.csv`` where the command line gave none. Called
+    before the run's fingerprint, so the run records the prepared CSVs as its
+    data; a rerun with the same options on unchanged files prepares nothing.
+    Returns the preparer's outputs (None without ``--corpus``).
+    """
+    corpus = hparams.get("corpus")
+    if not corpus or hparams.get("prepared_corpus") is not None:
+        return hparams.get("prepared_corpus")
+    options = hparams.get("corpus_options") or {}
+    if options.get("check") == "none":
+        raise PrepareError(
+            f"--corpus {corpus}: corpus_options check none writes no durations, "
+            "which the random crops need: use check decode or header"
+        )
+    outputs = prepare_corpus(hparams)
+    if not outputs.get("train_csv") and not hparams["train_csv"]:
+        splits = [k[:-4] for k in outputs if k.endswith("_csv") and k != "skipped_csv"]
+        raise PrepareError(
+            f"--corpus {corpus}: the preparation wrote no train split "
+            f"(splits: {', '.join(splits) or 'none'}); check corpus_options"
+        )
+    fill_manifests(hparams, outputs, ("train", "valid"))
+    hparams["prepared_corpus"] = outputs
+    return outputs
+
+
+def decoded_by_preparer(hparams, csv):
+    """True for a CSV a corpus preparer wrote after decoding every clip."""
+    outputs = hparams.get("prepared_corpus") or {}
+    options = hparams.get("corpus_options") or {}
+    return options.get("check", "decode") == "decode" and csv in outputs.values()
+
+
 def prepare_data(hparams, min_seconds):
-    """Resolves (train_csv, valid_csv, data_root), scanning a folder if needed."""
+    """Resolves (train_csv, valid_csv, data_root), scanning a folder if needed.
+
+    With ``--corpus`` the preparer's CSVs are read; their clips were decoded
+    by it (its default ``check: decode``), so ``check_manifest_audio`` does
+    not decode them again (it does after ``check: header``).
+    """
+    corpus_manifests(hparams)
     if hparams["train_csv"]:
         data_root = manifest_root(hparams)
         csvs = [hparams["train_csv"], hparams["valid_csv"]]
         if hparams["check_manifest_audio"]:
             csvs = [
-                checked_manifest(hparams, csv, data_root, min_seconds) for csv in csvs
+                csv
+                if decoded_by_preparer(hparams, csv)
+                else checked_manifest(hparams, csv, data_root, min_seconds)
+                for csv in csvs
             ]
         return csvs[0], csvs[1], data_root
     data_folder = hparams["data_folder"]
@@ -265,6 +314,21 @@ def first_clips_of(hparams, source: DataSource, count_key: str) -> dict:
     }
 
 
+def resuming(hparams, *files: str) -> bool:
+    """Whether the run resumes from a checkpoint (and ``files`` exist).
+
+    As the main process sees the shared output folder, the same answer on
+    every rank (every rank must call it): a node whose view of the folder
+    lags would otherwise skip, or run, a broadcast the others do not.
+    """
+
+    def found():
+        checkpoint = hparams["checkpointer"].find_checkpoint()
+        return checkpoint is not None and all(os.path.isfile(f) for f in files)
+
+    return run_on_main(found)
+
+
 def prepare_input_norm(hparams, source: DataSource):
     """``input_norm: global | band``: the encoder's input statistics, before step 1.
 
@@ -278,7 +342,7 @@ def prepare_input_norm(hparams, source: DataSource):
         return
     frontend = hparams["model"].frontend
     saved = os.path.join(hparams["save_folder"], PRETRAIN_CONFIG)
-    if hparams["checkpointer"].find_checkpoint() is not None and os.path.isfile(saved):
+    if resuming(hparams, saved):
         config = read_config_file(saved)["frontend"]
         frontend.set_normalization(config["norm_mean"], config["norm_std"])
         if if_main_process():
@@ -307,7 +371,7 @@ def prepare_target_norm(hparams, source: DataSource):
     """
     if hparams["target_norm"] != "global":
         return
-    if hparams["checkpointer"].find_checkpoint() is not None:
+    if resuming(hparams):
         if if_main_process():
             logger.info("target_norm global: statistics restored from the checkpoint")
         return

@@ -15,7 +15,7 @@ from difflib import get_close_matches
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
-from pretrain_data import manifest_root
+from pretrain_data import corpus_manifests, manifest_root
 from ruamel.yaml import YAML, YAMLError
 from speechbrain.utils.distributed import if_main_process, infer_device
 
@@ -156,6 +156,10 @@ def check_arguments(hparams):
         return
     if hparams.get("valid_shards"):
         raise SystemExit("error: --valid_shards needs --train_shards")
+    if hparams.get("corpus") and not hparams["data_folder"]:
+        raise SystemExit(
+            f"error: --corpus {hparams['corpus']} needs --data_folder, the corpus root"
+        )
     if hparams["train_csv"]:
         for csv in (hparams["train_csv"], hparams["valid_csv"]):
             if csv is not None:  # the columns and rows; audio files come later
@@ -175,7 +179,9 @@ def check_arguments(hparams):
 
 def check_shard_arguments(hparams):
     """``--train_shards``: no other source given, and the sets name shards."""
-    others = [k for k in ("data_folder", "train_csv", "valid_csv") if hparams[k]]
+    others = [
+        k for k in ("corpus", "data_folder", "train_csv", "valid_csv") if hparams.get(k)
+    ]
     if others:
         raise SystemExit(
             f"error: --train_shards and --{others[0]}: give one source of data "
@@ -268,6 +274,7 @@ def start_pretraining(argv):
         hparams["ckpt_interval_minutes"] = 0  # the two are exclusive in SpeechBrain
     # every check before the first write: a rejected run changes nothing
     check_arguments(hparams)
+    corpus_manifests(hparams)  # --corpus: the prepared CSVs are the run's data
     if init_from:  # converted weights to start from; this run's checkpoints win
         count = init_pretraining(hparams["model"], init_from)
         if if_main_process():

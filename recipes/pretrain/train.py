@@ -18,6 +18,13 @@ several GPUs::
     torchrun --nproc_per_node=8 recipes/pretrain/train.py hparams/bestrq2_vit.yaml \
         --train_csv train.csv --valid_csv valid.csv --data_root /data
 
+On a public corpus in its official layout, its preparer
+(``bestrq2_lobes.datasets``, see ``docs/datasets.md``) writes the manifests
+first, on the main process::
+
+    python recipes/pretrain/train.py hparams/bestrq2_vit.yaml --corpus audioset \
+        --data_folder /data/audioset [--corpus_options "{check: header}"]
+
 At corpus scale, write tar shards once (``python -m bestrq2_lobes.shards write
 DIR_OR_CSV OUT``) and stream them: ``--train_shards OUT`` (a folder, its
 ``index.json`` or ``'OUT/shard-{000000..000999}.tar'``), ``--valid_shards``.
@@ -64,6 +71,7 @@ from bestrq2_lobes.training.checkpointing import CheckpointWriteError
 from bestrq2_lobes.training.code_usage import CodeUsage
 from bestrq2_lobes.training.console import progress_line
 from bestrq2_lobes.training.optim import parameter_groups
+from bestrq2_lobes.training.precision import can_compile
 from bestrq2_lobes.training.run import shutdown_distributed
 from bestrq2_lobes.training.run_folder import (
     RunFolderError,
@@ -109,7 +117,10 @@ class PretrainBrain(sb.core.Brain):
         quantizer around the stacks depend on each batch's lengths and stay
         eager (``bestrq2_lobes.model.transformer.compile_blocks``). Shapes are dynamic
         unless told otherwise. ``--compile_module_keys`` keeps SpeechBrain's way.
+        On a CPU without a C++ compiler the run stays eager, said in one line.
         """
+        if self.compile and not can_compile(self.device):
+            self.compile = False  # inductor would fail on the first step
         if self.compile and self.compile_module_keys is None:
             count = compile_blocks(
                 self.modules.model,

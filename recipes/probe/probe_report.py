@@ -159,8 +159,9 @@ def markdown_table(records: list[dict], results: dict, header: list[str]) -> str
         sizes = "/".join(
             str(rec["sizes"].get(s, 0)) for s in ("train", "valid", "test")
         )
+        name = rec["name"] + (f" ({rec['protocol']})" if rec.get("protocol") else "")
         lines.append(
-            f"| {rec['name']} | {rec['domain']} | {rec['type']} | {rec['metric']} "
+            f"| {name} | {rec['domain']} | {rec['type']} | {rec['metric']} "
             f"| {rec['num_classes']} | {sizes} | {rec['weight']:g} | {rec['epoch']} "
             f"| {rec['linear']:.3f} | {rec['knn']:.3f} |"
         )

@@ -15,6 +15,19 @@ Python objects). It is a list of tasks, each a mapping::
       weight: 1                     # optional, weight in the overall mean
       prepare: {kind: word_tags, source_column: wrd, top_k: 20}   # optional
 
+A task can name a corpus instead of manifests (see ``probe_corpora``): its
+preparer (``bestrq2_lobes.datasets``) writes them first::
+
+    - name: esc50
+      domain: environment
+      corpus: esc50                 # instead of train_csv/valid_csv/test_csv
+      data_folder: /data/ESC-50-master   # optional: else --data_folders esc50=...
+      corpus_options: {check: header}    # optional: the preparer's options
+      folds: 5                      # cross-validation on fold1..fold5 (or a list)
+      # splits: {train: train, valid: valid, test: test}   # without folds
+      label_column: label
+      type: multiclass
+
 Relative paths are relative to the folder of the task file. Multilabel labels
 are space-separated (an empty field is a clip with no label). ``prepare``
 derives the labels first (see ``probe_prepare``).
@@ -35,6 +48,8 @@ TYPES = {"multiclass": "accuracy", "multilabel": "map"}
 SPLITS = ("train", "valid", "test")
 REQUIRED = ("name", "domain", "train_csv", "test_csv", "label_column", "type")
 OPTIONAL = ("valid_csv", "data_root", "metric", "weight", "prepare")
+CORPUS_KEYS = ("corpus", "data_folder", "corpus_options", "splits", "folds")
+MANIFEST_KEYS = ("train_csv", "valid_csv", "test_csv", "data_root")
 RESERVED = ("overall", "mean_of_domains")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -67,6 +82,18 @@ class Task:
         Weight in the overall mean.
     prepare : dict or None
         Label derivation to run first (``probe_prepare``), paths absolute.
+    corpus : str or None
+        A corpus of ``bestrq2_lobes.datasets`` whose preparer writes the
+        manifests (``probe_corpora``); None: the task gives them.
+    data_folder : str or None
+        The corpus root (absolute), when the task file gives it.
+    corpus_options : dict
+        Keyword options of the corpus's preparer.
+    split_map : dict
+        ``{task split: prepared split}`` of a corpus task without folds.
+    folds : list of str or None
+        Prepared splits of a cross-validated task: each one the test set once,
+        the others the training set; ``csvs`` is then keyed by fold.
     """
 
     name: str
@@ -78,6 +105,11 @@ class Task:
     metric: str
     weight: float = 1.0
     prepare: dict | None = None
+    corpus: str | None = None
+    data_folder: str | None = None
+    corpus_options: dict = dataclasses.field(default_factory=dict)
+    split_map: dict = dataclasses.field(default_factory=dict)
+    folds: list[str] | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -85,7 +117,9 @@ class Task:
         return self.type == "multilabel"
 
     def splits(self) -> list[str]:
-        """The splits this task has (valid is optional)."""
+        """The splits this task has (valid is optional; the folds of folds)."""
+        if self.folds:
+            return [f for f in self.folds if self.csvs.get(f)]
         return [s for s in SPLITS if self.csvs.get(s)]
 
     def root_of(self, split: str) -> str:
@@ -163,10 +197,13 @@ def make_task(entry: dict, base: str, where: str) -> Task:
         raise TaskError(f"{where}: expected a mapping, got {type(entry).__name__}")
     if "name" in entry:
         where = f"{where} ({entry['name']!r})"
+    corpus = entry.get("corpus")
     for key in REQUIRED:
+        if corpus and key in MANIFEST_KEYS:
+            continue  # the corpus's preparer writes the manifests
         if entry.get(key) in (None, ""):
             raise TaskError(f"{where}: missing key {key!r}")
-    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+    unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL) - set(CORPUS_KEYS))
     if unknown:
         raise TaskError(f"{where}: unknown key {unknown[0]!r}")
     name = str(entry["name"])
@@ -190,6 +227,7 @@ def make_task(entry: dict, base: str, where: str) -> Task:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
         raise TaskError(f"{where}: weight must be a positive number, not {weight!r}")
     data_root = entry.get("data_root")
+    corpus_fields = _corpus_fields(entry, base, where)
     return Task(
         name=name,
         domain=str(entry["domain"]),
@@ -200,7 +238,68 @@ def make_task(entry: dict, base: str, where: str) -> Task:
         metric=metric,
         weight=float(weight),
         prepare=_prepare_spec(entry.get("prepare"), base, where),
+        **corpus_fields,
     )
+
+
+def _corpus_fields(entry: dict, base: str, where: str) -> dict:
+    """The corpus keys of a task entry, checked (empty without ``corpus``).
+
+    Example
+    -------
+    >>> _corpus_fields({"corpus": "esc50", "folds": 2}, "/t", "x")["folds"]
+    ['fold1', 'fold2']
+    >>> _corpus_fields({"corpus": "nsynth"}, "/t", "x")["split_map"]["valid"]
+    'valid'
+    >>> try:
+    ...     _corpus_fields({"folds": 2}, "/t", "x")
+    ... except TaskError as err:
+    ...     print(err)
+    x: folds, splits, data_folder and corpus_options need a 'corpus'
+    """
+    corpus = entry.get("corpus")
+    if not corpus:
+        if any(entry.get(k) is not None for k in CORPUS_KEYS):
+            raise TaskError(
+                f"{where}: folds, splits, data_folder and corpus_options need a "
+                "'corpus'"
+            )
+        return {}
+    given = [k for k in MANIFEST_KEYS if entry.get(k) not in (None, "")]
+    if given:
+        raise TaskError(f"{where}: give either corpus or {given[0]}, not both")
+    options = entry.get("corpus_options") or {}
+    if not isinstance(options, dict):
+        raise TaskError(f"{where}: corpus_options must be a mapping")
+    folds, splits = entry.get("folds"), entry.get("splits")
+    if folds is not None and splits is not None:
+        raise TaskError(f"{where}: give either folds or splits, not both")
+    if isinstance(folds, bool) or folds is not None and not isinstance(
+        folds, (int, list)
+    ):
+        raise TaskError(f"{where}: folds must be a count or a list of split names")
+    if isinstance(folds, int):
+        folds = [f"fold{i}" for i in range(1, folds + 1)]
+    if folds is not None:
+        folds = [str(f) for f in folds]
+        if len(folds) < 2 or len(set(folds)) != len(folds):
+            raise TaskError(f"{where}: folds needs at least 2 distinct folds")
+    split_map = {s: s for s in SPLITS}
+    if splits is not None:
+        if not isinstance(splits, dict) or set(splits) - set(SPLITS):
+            raise TaskError(
+                f"{where}: splits must map train, valid, test to prepared splits"
+            )
+        split_map = {s: (None if v is None else str(v)) for s, v in splits.items()}
+        for split in ("train", "test"):
+            split_map.setdefault(split, split)
+    return {
+        "corpus": str(corpus),
+        "data_folder": _abs(entry.get("data_folder"), base),
+        "corpus_options": dict(options),
+        "split_map": split_map,
+        "folds": folds,
+    }
 
 
 def check_unique(tasks: list[Task], path: str) -> None:

@@ -22,6 +22,14 @@ Score an exported encoder, or one of two baselines with the same code::
     python recipes/probe/train.py hparams/probe.yaml \
         --tasks recipes/probe/tasks_shared.yaml --baseline logmel
 
+Score it on the public corpora you have (each prepared by its
+``bestrq2_lobes.datasets`` preparer first; the others are skipped, one line
+each; see ``probe_corpora``)::
+
+    python recipes/probe/train.py hparams/probe.yaml \
+        --tasks recipes/probe/tasks_public.yaml --encoder_dir ENCODER_DIR \
+        --data_folders esc50=/data/ESC-50-master nsynth=/data/nsynth
+
 ``--baseline random``: the same architecture with random weights (the sizes of
 the yaml, or those of ``--encoder_dir`` when given); ``--baseline logmel``: the
 mean and standard deviation over time of the lobe's log-mel bands, no model.
@@ -40,6 +48,7 @@ import time
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from probe_corpora import evaluate_folds, resolve_corpora
 from probe_embed import EncoderEmbedder, LogMelEmbedder, ensure_embeddings
 from probe_eval import (
     encode_labels,
@@ -181,6 +190,15 @@ def load_split(task, split, path):
 def evaluate_task(task, paths, hparams, probe_opts):
     """Trains and scores the linear probe and the kNN of one task."""
     data = {s: load_split(task, s, paths[s]) for s in task.splits()}
+    if task.folds:  # each fold the test set once, the mean over folds
+        return evaluate_folds(
+            task, data, lambda d, tag: score_task(task, d, hparams, probe_opts, tag)
+        )
+    return score_task(task, data, hparams, probe_opts)
+
+
+def score_task(task, data, hparams, probe_opts, tag=""):
+    """The probes of one task trained and scored on ``{split: (x, labels)}``."""
     classes = label_classes(data["train"][1], task.multilabel)
     if not classes:
         raise TaskError(f"task {task.name!r}: the training split has no labels")
@@ -190,7 +208,7 @@ def evaluate_task(task, paths, hparams, probe_opts):
         if unknown:
             logger.warning(
                 "%s/%s: %d labels not in the training split (e.g. %r) %s",
-                task.name,
+                task.name + tag,
                 split,
                 len(unknown),
                 sorted(unknown)[0],
@@ -206,7 +224,7 @@ def evaluate_task(task, paths, hparams, probe_opts):
 
     def log_epoch(epoch, train_stats, valid_stats):
         hparams["train_logger"].log_stats(
-            stats_meta={"task": task.name, "epoch": epoch},
+            stats_meta={"task": task.name + tag, "epoch": epoch},
             train_stats=train_stats,
             valid_stats=valid_stats,
         )
@@ -233,7 +251,7 @@ def evaluate_task(task, paths, hparams, probe_opts):
     os.makedirs(hparams["save_folder"], exist_ok=True)
     torch.save(
         {"state_dict": probe.state_dict(), "classes": classes, **info},
-        os.path.join(hparams["save_folder"], f"{task.name}_linear_probe.ckpt"),
+        os.path.join(hparams["save_folder"], f"{task.name}{tag}_linear_probe.ckpt"),
     )
     return {
         "name": task.name,
@@ -276,6 +294,8 @@ def evaluate_suite(tasks, cache_paths, hparams, probe_opts, description, label):
         f"k={hparams['knn_k']}, cosine. Scores: accuracy (multiclass) or mAP "
         "(multilabel), 0-1.",
     ]
+    if hparams.get("skipped_tasks"):  # corpus tasks without data (probe_corpora)
+        header += ["", "Not scored: " + "; ".join(hparams["skipped_tasks"]) + "."]
     write_markdown(
         os.path.join(folder, "results.md"), markdown_table(records, results, header)
     )
@@ -291,9 +311,8 @@ def embed_suite(tasks, embedder, hparams, run_opts, device):
     dict
         ``{task: {split: cache path}}``.
     """
+    # resolved by parse_arguments: --eval_precision, else --precision, else auto
     precision = run_opts["eval_precision"]
-    if precision == "fp32":
-        precision = run_opts["precision"]
     limit = None
     if run_opts["debug"]:
         limit = run_opts["debug_batches"] * hparams["embed_loader_opts"]["batch_size"]
@@ -332,7 +351,7 @@ def main(argv):
     embedder, description, label = build_embedder(hparams)
     if if_main_process():
         print(description, flush=True)
-    tasks = suite_tasks(hparams)
+    tasks = resolve_corpora(suite_tasks(hparams), hparams)  # prepares corpora
     tasks = run_on_main(prepare_tasks, args=[tasks, hparams["task_data_folder"]])
     for task in tasks:
         for split in task.splits():
