@@ -36,7 +36,9 @@ def pretrain_args():
 
     The recipe and ``hparams/bestrq2_vit.yaml`` with overrides that shrink the
     paper model to a CPU smoke size (width 32, one block, 32 mels, 64 codes),
-    reading ``data`` and writing ``out``; ``extra`` overrides are appended.
+    reading ``data`` and writing ``out``, in fp32 so that the tests' numbers do
+    not depend on the CPU kind; ``extra`` overrides are appended (a later
+    ``--precision`` wins).
     """
     repo = Path(__file__).resolve().parents[1]
 
@@ -54,6 +56,7 @@ def pretrain_args():
             "--n_mels=32",
             "--num_workers=0",
             "--device=cpu",
+            "--precision=fp32",  # the same numbers on every CPU kind
             "--noprogressbar",
             *extra,
         ]

@@ -45,6 +45,7 @@ from speechbrain.utils.distributed import if_main_process
 
 from bestrq2_lobes.data.datasets import audio_dataset
 from bestrq2_lobes.data.manifest import ManifestError
+from bestrq2_lobes.datasets.recipe_data import fill_manifests, prepare_corpus
 from bestrq2_lobes.downstream.brain import (
     FrozenEncoderBrain,
     relative_lengths,
@@ -296,7 +297,14 @@ def summary_line(brain, hparams, started):
 
 
 def check_inputs(hparams):
-    """Checks the encoder's rate and the manifests; returns the manifest rows."""
+    """Prepares ``--corpus`` (if set), checks the encoder's rate and the manifests.
+
+    Returns the manifest rows.
+    """
+    try:  # the corpus's preparer, on the main process, before the data is read
+        fill_manifests(hparams, prepare_corpus(hparams))
+    except ManifestError as err:
+        raise SystemExit(f"error: {err}") from None
     ssl = hparams["ssl"]
     if ssl.sample_rate != hparams["sample_rate"]:
         raise SystemExit(

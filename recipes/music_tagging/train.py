@@ -50,6 +50,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.data.audio import random_crop, read_segment
 from bestrq2_lobes.data.manifest import ManifestError, read_manifest
+from bestrq2_lobes.datasets.recipe_data import fill_manifests, prepare_corpus
 from bestrq2_lobes.downstream.brain import FrozenEncoderBrain, start_run
 from bestrq2_lobes.downstream.frames import masked_mean
 from bestrq2_lobes.downstream.labels import LabelError, load_labels
@@ -214,6 +215,7 @@ def summary_line(brain: TaggingBrain, num_tags: int, results_path: str) -> str:
 def main(argv: list[str]) -> None:
     """Parses arguments, prepares the data, trains and tests."""
     hparams, run_opts, _ = start_run(argv)
+    fill_manifests(hparams, prepare_corpus(hparams))  # --corpus: its preparer
     hparams["random_train_audio"] = bool(hparams["max_seconds"])
     labels, datasets = dataio_prepare(hparams)
     logger.info("%d tags: %s", len(labels), " ".join(labels))

@@ -27,6 +27,7 @@ from bestrq2_lobes.lobe.encoder_dir import PRETRAIN_CONFIG, make_config, write_c
 from bestrq2_lobes.model.encoder import FRAME_READOUTS
 from bestrq2_lobes.training.console import limit_loader_workers
 from bestrq2_lobes.training.cpu_memory import retain_freed_memory
+from bestrq2_lobes.training.elastic import restart_note
 from bestrq2_lobes.training.run import parse_arguments
 from bestrq2_lobes.training.run_folder import (
     FINGERPRINT_FILE,
@@ -297,6 +298,8 @@ def start_pretraining(argv):
         logger.warning(changed_run)
     if workers_note and if_main_process():
         logger.info(workers_note)
+    if restart_note() and if_main_process():
+        logger.warning(restart_note())
     return hparams, run_opts, fingerprint
 
 

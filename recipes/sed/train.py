@@ -52,6 +52,7 @@ from sed_post import (
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from bestrq2_lobes.data.manifest import ManifestError
+from bestrq2_lobes.datasets.recipe_data import fill_manifests, prepare_corpus
 from bestrq2_lobes.downstream.brain import FrozenEncoderBrain, start_run
 from bestrq2_lobes.downstream.frames import frame_mask
 from bestrq2_lobes.downstream.reporting import write_results
@@ -259,6 +260,8 @@ def main(argv: list[str]) -> None:
         ) from None
     ckpt_selection(hparams["ckpt_metric"])  # fails early on a bad value
     try:
+        # --corpus: its preparer writes the CSVs and their <stem>_events.tsv
+        fill_manifests(hparams, prepare_corpus(hparams))
         paths = label_paths(hparams)
         run_on_main(
             prepare_labels,
