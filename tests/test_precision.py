@@ -42,6 +42,8 @@ def fake(monkeypatch, cuda_bf16, amx, avx512_bf16, capability) -> None:
     monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(precision, "_WARNED", set())
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
 
 
 @pytest.fixture
@@ -231,3 +233,18 @@ def test_cpu_quota_caps_cpus_and_torch_threads(monkeypatch, tmp_path):
     assert calls == [2]
     monkeypatch.setenv("OMP_NUM_THREADS", "32")  # the user's choice stands
     assert console.cap_torch_threads() is None and calls == [2]
+
+
+@pytest.mark.parametrize(
+    "cap, expected",
+    [("AVX2", "fp32"), ("AVX512_CORE", "fp32"), ("avx512_core_amx", "bf16"),
+     ("AVX512_CORE_BF16", "bf16"), ("ALL", "bf16")],
+)
+def test_a_onednn_isa_cap_below_bf16_makes_auto_choose_fp32(monkeypatch, cap, expected):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on an AMX CPU: oneDNN emulates bf16 there."""
+    fake(monkeypatch, *MACHINES["cpu_amx"][1:5])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    chosen, reason = precision.resolve_precision("auto", "cpu")
+    assert chosen == expected
+    if expected == "fp32":
+        assert f"ONEDNN_MAX_CPU_ISA={cap}" in reason and "no native bf16" in reason

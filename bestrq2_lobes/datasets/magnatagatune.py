@@ -165,7 +165,8 @@ def read_meta(
             if v == "1" and t in vocabulary
         ]
         if not chosen and not keep_untagged:
-            skipped.append(refused(path, f"label: none of the top-{count} tags"))
+            which = f"the top-{count} tags" if 0 < count < len(tags) else "the tags"
+            skipped.append(refused(path, f"label: none of {which}"))
             continue
         if not os.path.isfile(path):
             skipped.append(missing(path, META))

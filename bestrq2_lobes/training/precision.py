@@ -92,6 +92,32 @@ def _probe(name: str) -> bool:
         return False
 
 
+#: oneDNN ISA levels (``ONEDNN_MAX_CPU_ISA``) that still allow each native unit
+_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512")
+_AMX_MARK = "AMX"
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA cap a user set for oneDNN (``ONEDNN_MAX_CPU_ISA``), or None.
+
+    oneDNN runs torch's bf16 matmuls on a CPU; capped below AVX512_CORE_BF16
+    (e.g. ``ONEDNN_MAX_CPU_ISA=AVX2``) it emulates bf16 even where the CPU has
+    AMX: a 1024 x 1024 bf16 matmul fell from about 1200 to 0.8 GFLOP/s on this
+    project's AMX Xeon, as slow as on an AVX2-only CPU.
+
+    Example
+    -------
+    >>> import os
+    >>> os.environ.get("ONEDNN_MAX_CPU_ISA") == onednn_isa_cap()
+    True
+    """
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = os.environ.get(name, "").strip().upper()
+        if value and value not in ("ALL", "DEFAULT"):
+            return value
+    return None
+
+
 def cpu_capabilities() -> dict:
     """What this CPU offers torch: model, ISA level and native bf16/fp16.
 
@@ -100,7 +126,9 @@ def cpu_capabilities() -> dict:
     dict
         ``cpu_model`` (str), ``cpu_capability`` (``torch.backends.cpu.
         get_cpu_capability()``: ``AVX2``, ``AVX512``, ``DEFAULT``, ...),
-        ``amx`` and ``avx512_bf16`` (bool), ``native_bf16`` (either of them),
+        ``amx`` and ``avx512_bf16`` (bool, the hardware), ``onednn_max_isa``
+        (:func:`onednn_isa_cap`), ``native_bf16`` (either of them, usable under
+        that cap),
         ``native_fp16`` (AMX-FP16) and ``cpus`` (CPUs this process may use).
 
     Example
@@ -108,8 +136,8 @@ def cpu_capabilities() -> dict:
     >>> caps = cpu_capabilities()
     >>> sorted(caps)  # doctest: +NORMALIZE_WHITESPACE
     ['amx', 'avx512_bf16', 'cpu_capability', 'cpu_model', 'cpus', 'native_bf16',
-     'native_fp16']
-    >>> caps["native_bf16"] == (caps["amx"] or caps["avx512_bf16"])
+     'native_fp16', 'onednn_max_isa']
+    >>> caps["native_bf16"] <= (caps["amx"] or caps["avx512_bf16"])
     True
     """
     from bestrq2_lobes.training.console import available_cpus
@@ -120,12 +148,18 @@ def cpu_capabilities() -> dict:
         capability = str(torch.backends.cpu.get_cpu_capability())
     except Exception:  # noqa: BLE001
         capability = "unknown"
+    cap = onednn_isa_cap()
+    usable_amx = amx and (cap is None or _AMX_MARK in cap)
+    usable_bf16 = avx512_bf16 and (
+        cap is None or _AMX_MARK in cap or cap.startswith(_BF16_ISAS)
+    )
     return {
         "cpu_model": cpu_model(),
         "cpu_capability": capability,
         "amx": amx,
         "avx512_bf16": avx512_bf16,
-        "native_bf16": amx or avx512_bf16,
+        "onednn_max_isa": cap,
+        "native_bf16": usable_amx or usable_bf16,
         "native_fp16": _probe("_is_amx_fp16_supported"),
         "cpus": available_cpus(),
     }
@@ -135,6 +169,11 @@ def _cpu_words(caps: dict) -> str:
     """``CPU AVX512 with AMX``, ``CPU AVX2 without native bf16``, ..."""
     units = (("AMX", caps["amx"]), ("AVX512-BF16", caps["avx512_bf16"]))
     kinds = [name for name, present in units if present]
+    if kinds and not caps["native_bf16"]:
+        return (
+            f"CPU {caps['cpu_capability']} with {' and '.join(kinds)} unused: "
+            f"ONEDNN_MAX_CPU_ISA={caps['onednn_max_isa']}, no native bf16"
+        )
     if kinds:
         return f"CPU {caps['cpu_capability']} with {' and '.join(kinds)}"
     return f"CPU {caps['cpu_capability']} without native bf16"
