@@ -220,6 +220,61 @@ def write_shards(
         "shuffle": shuffle,
         "seed": seed,
     }
+    return write_shard_groups(
+        items,
+        out_dir,
+        opts,
+        _write_one,
+        (fmt, sample_rate, min_seconds),
+        clips_per_shard,
+        jobs,
+        progress,
+    )
+
+
+def write_shard_groups(
+    items: list,
+    out_dir: str,
+    opts: dict,
+    write_one,
+    extra: tuple,
+    clips_per_shard: int,
+    jobs: int,
+    progress: bool,
+) -> dict:
+    """Writes items into numbered shards, keeping the complete ones; the index.
+
+    The part every shard writer shares (clip files here, HDF5 rows in
+    ``datasets.audioset_hdf5``): ``opts`` is recorded in ``OUT_DIR/`` on the
+    first call and must match on a rerun; a shard whose ``.tar`` and ``.json``
+    both exist is kept, the others are written by ``write_one((number, items
+    of the shard, out_dir, *extra))`` in ``jobs`` worker processes, with a
+    progress bar on a terminal.
+
+    Arguments
+    ---------
+    items : list
+        What goes into the shards, in order.
+    out_dir : str
+        The shard folder.
+    opts : dict
+        The options and a digest of the inputs (JSON).
+    write_one : callable
+        Writes one shard, returns its record (a picklable top-level function).
+    extra : tuple
+        More arguments of ``write_one`` after the folder.
+    clips_per_shard : int
+        Items per shard.
+    jobs : int
+        Worker processes (1: this process).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        The index (also written as ``index.json``).
+    """
     os.makedirs(out_dir, exist_ok=True)
     opts_path = os.path.join(out_dir, OPTS_FILE)
     if os.path.isfile(opts_path):
@@ -227,7 +282,7 @@ def write_shards(
             if json.load(fin) != opts:
                 raise ShardError(
                     f"{out_dir} holds shards written from other inputs or options "
-                    f"(see {OPTS_FILE}): give another OUT_DIR"
+                    f"(see {OPTS_FILE}): give another output folder"
                 )
     else:
         with atomic_open(opts_path) as fout:
@@ -246,7 +301,7 @@ def write_shards(
             with open(done, encoding="utf-8") as fin:
                 records[number] = json.load(fin)
         else:
-            todo.append((number, group, out_dir, fmt, sample_rate, min_seconds))
+            todo.append((number, group, out_dir, *extra))
     bar = tqdm(
         total=sum(len(t[1]) for t in todo),
         desc=f"writing {len(todo)} shards",
@@ -255,14 +310,14 @@ def write_shards(
     )
     with bar:
         if jobs <= 1 or len(todo) <= 1:
-            results = map(_write_one, todo)
+            results = map(write_one, todo)
             pool = None
         else:
             context = multiprocessing.get_context("fork")
             pool = ProcessPoolExecutor(
                 jobs, mp_context=context, initializer=_init_worker
             )
-            results = pool.map(_write_one, todo)
+            results = pool.map(write_one, todo)
         try:
             for task, record in zip(todo, results, strict=True):
                 records[task[0]] = record

@@ -47,23 +47,20 @@ import argparse
 import csv
 import hashlib
 import json
-import multiprocessing
 import os
 import random
 import sys
 import tarfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 import torchaudio
-from tqdm import tqdm
 
 from bestrq2_lobes.data.files import atomic_open, atomic_path
 from bestrq2_lobes.data.manifest import ManifestError
-from bestrq2_lobes.data.shard_writer import OPTS_FILE, _write_index, to_int16
+from bestrq2_lobes.data.shard_writer import to_int16, write_shard_groups
 from bestrq2_lobes.data.shards import SHARD_FORMATS, add_member, encode_clip
 from bestrq2_lobes.datasets.preparation import PrepareError
 
@@ -444,47 +441,16 @@ def hdf5_to_shards(
         "shuffle": shuffle,
         "seed": seed,
     }
-    os.makedirs(out_dir, exist_ok=True)
-    opts_path = os.path.join(out_dir, OPTS_FILE)
-    if os.path.isfile(opts_path):
-        with open(opts_path, encoding="utf-8") as fin:
-            if json.load(fin) != opts:
-                raise PrepareError(
-                    f"{out_dir} holds shards written from other inputs or options "
-                    f"(see {OPTS_FILE}): give another output folder"
-                )
-    else:
-        with atomic_open(opts_path) as fout:
-            json.dump(opts, fout, indent=1)
-    groups = [
-        items[i : i + clips_per_shard] for i in range(0, len(items), clips_per_shard)
-    ]
-    records, todo = {}, []
-    for number, group in enumerate(groups):
-        stem = os.path.join(out_dir, f"shard-{number:06d}")
-        if os.path.isfile(stem + ".tar") and os.path.isfile(stem + ".json"):
-            with open(stem + ".json", encoding="utf-8") as fin:
-                records[number] = json.load(fin)
-        else:
-            todo.append((number, group, out_dir, fmt, sample_rate, min_seconds))
-    show = progress and sys.stderr.isatty()
-    pool = None
-    if jobs > 1 and len(todo) > 1:
-        context = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker)
-        results = pool.map(_write_shard, todo)
-    else:
-        results = map(_write_shard, todo)
-    total = sum(len(t[1]) for t in todo)
-    with tqdm(total=total, desc="writing shards", unit="clip", disable=not show) as bar:
-        try:
-            for task, record in zip(todo, results, strict=True):
-                records[task[0]] = record
-                bar.update(len(task[1]))
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-    return _write_index(out_dir, [records[n] for n in range(len(groups))], opts)
+    return write_shard_groups(
+        items,
+        os.fspath(out_dir),
+        opts,
+        _write_shard,
+        (fmt, sample_rate, min_seconds),
+        clips_per_shard,
+        jobs,
+        progress,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
