@@ -248,3 +248,21 @@ def test_shell_command_prepares_lists_and_stops_with_one_line(tmp_path):
     assert proc.returncode == 2 and "has no option --colour" in proc.stderr
     proc = run_cli("list")
     assert proc.returncode == 0 and "esc50" in proc.stdout
+
+
+def test_a_root_relative_to_the_working_directory_works_when_called_directly(
+    tmp_path, monkeypatch
+):
+    from bestrq2_lobes.datasets.esc50 import prepare_esc50
+
+    root = tmp_path / "ESC-50-master"
+    write_wav(str(root / "audio" / "1-100032-A-0.wav"), rate=44100)
+    (root / "meta").mkdir()
+    (root / "meta" / "esc50.csv").write_text(
+        "filename,fold,target,category,esc10,src_file,take\n"
+        "1-100032-A-0.wav,1,0,dog,True,100032,A\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    out = prepare_esc50("ESC-50-master", "out", jobs=1, progress=False)
+    assert (out["clips"], out["skipped"]) == (1, 0)
+    assert out["data_root"] == str(root)

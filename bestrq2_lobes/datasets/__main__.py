@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
-import os
 import sys
 
 import yaml
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         kwargs = parse_options(args.corpus, rest)
         outputs = get_preparer(args.corpus)(
-            os.path.abspath(args.data_folder), args.save_folder, **kwargs
+            args.data_folder, args.save_folder, **kwargs
         )
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -49,6 +49,7 @@ from bestrq2_lobes.data.files import atomic_open
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -402,6 +403,7 @@ def _train_valid(save_folder: str, vocabulary: str):
     return extra
 
 
+@corpus_preparer
 def prepare_audioset(
     data_folder: str,
     save_folder: str,

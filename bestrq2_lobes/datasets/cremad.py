@@ -38,6 +38,7 @@ import re
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     prepare,
     refused,
     require,
@@ -156,6 +157,7 @@ def read_corpus(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_cremad(
     data_folder: str,
     save_folder: str,

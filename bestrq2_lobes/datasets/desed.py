@@ -39,6 +39,7 @@ import os
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -182,6 +183,7 @@ def choose_sets(
     return chosen
 
 
+@corpus_preparer
 def prepare_desed(
     data_folder: str,
     save_folder: str,
@@ -238,7 +240,6 @@ def prepare_desed(
     """
     chosen: dict[str, tuple[str, str]] = {}
     if not skip_prep:
-        data_folder = os.path.abspath(data_folder)
         chosen = choose_sets(train_set, valid_set, test_set, audio_suffix)
         require(
             data_folder,

@@ -28,6 +28,7 @@ import os
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -95,6 +96,7 @@ def read_meta(data_folder: str, esc10: bool) -> tuple[list[Clip], list[dict]]:
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_esc50(
     data_folder: str,
     save_folder: str,

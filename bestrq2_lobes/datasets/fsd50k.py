@@ -35,6 +35,7 @@ import os
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -133,6 +134,7 @@ def read_ground_truth(data_folder: str) -> tuple[list[Clip], list[dict]]:
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_fsd50k(
     data_folder: str,
     save_folder: str,

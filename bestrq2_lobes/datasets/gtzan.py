@@ -36,6 +36,7 @@ import random
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -184,6 +185,7 @@ def read_folders(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_gtzan(
     data_folder: str,
     save_folder: str,
@@ -240,7 +242,6 @@ def prepare_gtzan(
     audio = audio_folder or AUDIO_FOLDERS[0]
     lists = None
     if not skip_prep:
-        data_folder = os.path.abspath(data_folder)
         require(data_folder, "GTZAN")
         audio = find_audio_folder(data_folder, audio_folder)
         if split_folder is not None:

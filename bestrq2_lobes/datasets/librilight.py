@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -141,6 +142,7 @@ def collect(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_librilight(
     data_folder: str,
     save_folder: str,

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -229,6 +230,7 @@ def write_recipe_csvs(save_folder: str, splits: Sequence[str], kept: dict) -> di
     return outputs
 
 
+@corpus_preparer
 def prepare_librispeech(
     data_folder: str,
     save_folder: str,
@@ -281,7 +283,6 @@ def prepare_librispeech(
     """
     chosen: list[str] = []
     if not skip_prep:
-        data_folder = os.path.abspath(data_folder)
         require(data_folder, "LibriSpeech")
         chosen = choose_splits(splits, data_folder)
         require(

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -175,6 +176,7 @@ def read_meta(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_magnatagatune(
     data_folder: str,
     save_folder: str,
@@ -226,9 +228,8 @@ def prepare_magnatagatune(
     ...
     bestrq2_lobes.datasets.preparation.PrepareError: ... annotations_final.csv ...
     """
-    audio = os.path.join(os.path.abspath(data_folder), audio_folder or "")
+    audio = os.path.join(data_folder, audio_folder or "")
     if not skip_prep:
-        data_folder = os.path.abspath(data_folder)
         require(
             data_folder,
             "MagnaTagATune",

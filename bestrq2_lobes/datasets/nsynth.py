@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -130,6 +131,7 @@ def read_examples(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_nsynth(
     data_folder: str,
     save_folder: str,

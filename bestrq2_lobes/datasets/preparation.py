@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
 import multiprocessing
@@ -85,6 +86,29 @@ class Clip:
     path: str
     split: str
     fields: dict = dataclasses.field(default_factory=dict)
+
+
+def corpus_preparer(function: Callable[..., dict]) -> Callable[..., dict]:
+    """Gives a ``prepare_<corpus>`` its ``data_folder`` as an absolute path.
+
+    Preparers build clip paths from ``data_folder``; made absolute here, once,
+    a root given relative to the working directory works as an absolute one
+    (the CSVs hold ``$data_root`` paths either way), whoever calls it.
+
+    Example
+    -------
+    >>> @corpus_preparer
+    ... def prepare_toy(data_folder, save_folder):
+    ...     return data_folder
+    >>> os.path.isabs(prepare_toy("corpus", "out")), prepare_toy.__name__
+    (True, 'prepare_toy')
+    """
+
+    @functools.wraps(function)
+    def with_absolute_root(data_folder, save_folder, *args, **kwargs) -> dict:
+        return function(os.path.abspath(data_folder), save_folder, *args, **kwargs)
+
+    return with_absolute_root
 
 
 def require(data_folder: str, corpus: str, *expected: str, hint: str = "") -> None:

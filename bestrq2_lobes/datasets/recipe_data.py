@@ -69,7 +69,7 @@ def prepare_corpus(hparams: dict) -> dict | None:
     )
     kwargs = dict(hparams.get("corpus_options") or {})
     # absolute: a preparer's paths under a relative root would be resolved twice
-    kwargs.update(data_folder=os.path.abspath(data_folder), save_folder=save_folder)
+    kwargs.update(data_folder=data_folder, save_folder=save_folder)
     error = None
     if if_main_process():
         try:

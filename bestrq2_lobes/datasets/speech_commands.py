@@ -39,6 +39,7 @@ import os
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -140,6 +141,7 @@ def read_corpus(data_folder: str, task: str) -> tuple[list[Clip], list[dict]]:
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_speech_commands(
     data_folder: str,
     save_folder: str,

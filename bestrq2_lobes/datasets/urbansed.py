@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -126,6 +127,7 @@ def read_splits(
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_urbansed(
     data_folder: str,
     save_folder: str,
@@ -172,7 +174,6 @@ def prepare_urbansed(
     """
     chosen = list(splits)
     if not skip_prep:
-        data_folder = os.path.abspath(data_folder)
         for split in chosen:
             if split not in SPLITS:
                 raise PrepareError(

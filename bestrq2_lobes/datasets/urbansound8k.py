@@ -31,6 +31,7 @@ import os
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -118,6 +119,7 @@ def read_meta(data_folder: str) -> tuple[list[Clip], list[dict]]:
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_urbansound8k(
     data_folder: str,
     save_folder: str,

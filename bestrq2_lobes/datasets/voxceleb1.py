@@ -35,6 +35,7 @@ import re
 from bestrq2_lobes.datasets.preparation import (
     Clip,
     PrepareError,
+    corpus_preparer,
     missing,
     prepare,
     refused,
@@ -131,6 +132,7 @@ def read_split(data_folder: str, split_file: str) -> tuple[list[Clip], list[dict
     return clips, skipped
 
 
+@corpus_preparer
 def prepare_voxceleb1(
     data_folder: str,
     save_folder: str,
